@@ -1,0 +1,1 @@
+//! forge cache crate (work in progress).

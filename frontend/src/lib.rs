@@ -1,0 +1,1 @@
+//! forge library facade (work in progress).

@@ -1,0 +1,1 @@
+//! forge parser crate (work in progress).

@@ -1,0 +1,1 @@
+//! forge registry crate (work in progress).

@@ -1,0 +1,1 @@
+//! forge sandbox crate (work in progress).

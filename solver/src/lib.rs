@@ -1,0 +1,1 @@
+//! forge solver crate (work in progress).
