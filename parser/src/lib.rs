@@ -1,1 +1,9 @@
-//! forge parser crate (work in progress).
+//! forge's Dockerfile front end: text → typed instructions with source spans.
+
+pub mod diagnostic;
+pub mod instructions;
+pub mod span;
+
+pub use diagnostic::{Diagnostic, ParseError, Severity};
+pub use instructions::*;
+pub use span::Span;
