@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod image;
+pub mod reference;
 
 pub use digest::{Digest, DigestParseError, Hasher, HashingReader, HashingWriter};
 pub use image::{

@@ -1,0 +1,1 @@
+//! Image references (written by the registry helper).
