@@ -1,10 +1,15 @@
 //! OCI images as data for forge: digests, the image model, and (as the crate grows) layer tars,
 //! compression, OCI layouts and docker-archives.
 
+pub mod blob;
+pub mod compression;
 pub mod digest;
 pub mod image;
 pub mod reference;
 
+pub use blob::{read_blob_bytes, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
+pub use compression::{Compression, Encoder};
+pub use reference::Reference;
 pub use digest::{Digest, DigestParseError, Hasher, HashingReader, HashingWriter};
 pub use image::{
     media, ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,

@@ -1,0 +1,148 @@
+//! Layer compression: which codec a layer blob uses, its media types, and reproducible encoders.
+//!
+//! Every encoder forge builds is byte-reproducible for a given input and level: gzip headers carry
+//! mtime 0, no file name and a fixed OS byte; zstd runs with a fixed worker count (single-threaded
+//! by default, so the frame layout never depends on the machine's core count).
+
+use std::io::{self, Write};
+
+use crate::image::media;
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// A plain tar (`…layer.v1.tar`).
+    None,
+    /// gzip (`…tar+gzip`); `level` is 0..=9.
+    Gzip { level: u32 },
+    /// zstd (`…tar+zstd`); `level` is 1..=22 (negative levels are zstd's "fast" levels).
+    Zstd { level: i32 },
+}
+
+impl Default for Compression {
+    /// gzip level 1: every registry and runtime reads gzip (zstd layers still confuse older
+    /// Docker engines), and level 1 makes layer writing 3–4× faster than level 6 for blobs that are
+    /// typically only 10–20% larger. Pick `Zstd` for speed *and* size when consumers support it.
+    fn default() -> Self {
+        Compression::Gzip { level: 1 }
+    }
+}
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub fn media_type_oci(&self) -> &'static str {
+        match self {
+            Compression::None => media::OCI_LAYER_TAR,
+            Compression::Gzip { .. } => media::OCI_LAYER_GZIP,
+            Compression::Zstd { .. } => media::OCI_LAYER_ZSTD,
+        }
+    }
+
+    /// The Docker v2 schema 2 layer media type. Docker has no zstd media type of its own, so the
+    /// OCI one is returned for zstd (which is what Docker itself does).
+    pub fn media_type_docker(&self) -> &'static str {
+        match self {
+            Compression::None => media::DOCKER_LAYER_TAR,
+            Compression::Gzip { .. } => media::DOCKER_LAYER_GZIP,
+            Compression::Zstd { .. } => media::OCI_LAYER_ZSTD,
+        }
+    }
+
+    /// The compression a layer media type implies, if it names a layer.
+    pub fn from_media_type(mt: &str) -> Option<Compression> {
+        if !media::is_layer(mt) {
+            return None;
+        }
+        if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
+            Some(Compression::Gzip { level: 6 })
+        } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
+            Some(Compression::Zstd { level: 3 })
+        } else {
+            Some(Compression::None)
+        }
+    }
+
+    /// Checks the level range; called by every encoder constructor.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Compression::None => Ok(()),
+            Compression::Gzip { level } if level <= 9 => Ok(()),
+            Compression::Gzip { level } => Err(format!("gzip level {level} is out of range 0..=9")),
+            Compression::Zstd { level } if (-7..=22).contains(&level) && level != 0 => Ok(()),
+            Compression::Zstd { level } => {
+                Err(format!("zstd level {level} is out of range -7..=22 (0 excluded)"))
+            }
+        }
+    }
+
+    /// Wraps `out` in a reproducible encoder for this compression.
+    pub fn encoder<W: Write + Send + 'static>(&self, out: W) -> io::Result<Encoder<W>> {
+        Encoder::new(*self, out)
+    }
+}
+
+/// A streaming compressor over `W`; `finish` flushes the trailer and returns `W`.
+pub enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    pub fn new(c: Compression, out: W) -> io::Result<Encoder<W>> {
+        c.validate().map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+        Ok(match c {
+            Compression::None => Encoder::Plain(out),
+            Compression::Gzip { level } => {
+                // mtime 0, no name, no comment, OS byte fixed at 255 ("unknown"): the header never
+                // depends on when or where the layer was written.
+                let gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(out, flate2::Compression::new(level));
+                Encoder::Gzip(gz)
+            }
+            Compression::Zstd { level } => {
+                let mut z = zstd::stream::write::Encoder::new(out, level)?;
+                // No worker threads: output is identical on every machine.
+                z.include_checksum(true)?;
+                z.include_contentsize(false)?;
+                Encoder::Zstd(z)
+            }
+        })
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        match self {
+            Encoder::Plain(w) => w,
+            Encoder::Gzip(g) => g.get_mut(),
+            Encoder::Zstd(z) => z.get_mut(),
+        }
+    }
+
+    /// Writes the codec trailer and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(g) => g.finish(),
+            Encoder::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(g) => g.write(buf),
+            Encoder::Zstd(z) => z.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(g) => g.flush(),
+            Encoder::Zstd(z) => z.flush(),
+        }
+    }
+}
