@@ -10,7 +10,6 @@ pub mod reference;
 pub use blob::{read_blob_bytes, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
 pub use compression::{Compression, Encoder};
 pub use reference::Reference;
-pub use reference::Reference;
 pub use digest::{Digest, DigestParseError, Hasher, HashingReader, HashingWriter};
 pub use image::{
     media, ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
