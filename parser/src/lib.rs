@@ -2,8 +2,10 @@
 
 pub mod diagnostic;
 pub mod instructions;
+pub mod shell;
 pub mod span;
 
 pub use diagnostic::{Diagnostic, ParseError, Severity};
 pub use instructions::*;
 pub use span::Span;
+pub use shell::ExpandError;
