@@ -35,7 +35,10 @@ pub trait EnvLookup {
 impl EnvLookup for [(String, String)] {
     /// A later definition of the same name wins.
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -109,7 +112,13 @@ impl Lexer {
     /// A lexer with the given escape character (`\` or `` ` ``) and default settings: quotes
     /// and escape characters are removed, unset variables expand to nothing.
     pub fn new(escape: char) -> Lexer {
-        Lexer { escape, raw_quotes: false, raw_escapes: false, skip_process_quotes: false, skip_unset_env: false }
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_process_quotes: false,
+            skip_unset_env: false,
+        }
     }
 
     /// The escape character.
@@ -148,16 +157,28 @@ impl Lexer {
 
     /// Processes `word` and splits the result into words on unquoted whitespace, including
     /// whitespace produced by unquoted expansions.
-    pub fn process_words(&self, word: &str, env: &dyn EnvLookup) -> Result<Vec<String>, ExpandError> {
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &dyn EnvLookup,
+    ) -> Result<Vec<String>, ExpandError> {
         Ok(self.run(word, env)?.1)
     }
 
     /// Like [`Lexer::process_word`], also reporting which names were looked up.
-    pub fn process_word_with_matches(&self, word: &str, env: &dyn EnvLookup) -> Result<Expansion, ExpandError> {
+    pub fn process_word_with_matches(
+        &self,
+        word: &str,
+        env: &dyn EnvLookup,
+    ) -> Result<Expansion, ExpandError> {
         Ok(self.run(word, env)?.0)
     }
 
-    fn run(&self, word: &str, env: &dyn EnvLookup) -> Result<(Expansion, Vec<String>), ExpandError> {
+    fn run(
+        &self,
+        word: &str,
+        env: &dyn EnvLookup,
+    ) -> Result<(Expansion, Vec<String>), ExpandError> {
         let mut chars: Vec<(usize, char)> = word.char_indices().collect();
         chars.push((word.len(), '\0'));
         let mut p = Processor {
@@ -170,7 +191,14 @@ impl Lexer {
             unmatched: BTreeSet::new(),
         };
         match p.process_until(None, self.raw_escapes) {
-            Ok((value, words)) => Ok((Expansion { value, matched: p.matched, unmatched: p.unmatched }, words)),
+            Ok((value, words)) => Ok((
+                Expansion {
+                    value,
+                    matched: p.matched,
+                    unmatched: p.unmatched,
+                },
+                words,
+            )),
             Err(e) => Err(ExpandError {
                 message: format!("failed to process {}: {}", go_quote(word), e.message),
                 offset: e.offset,
@@ -288,7 +316,10 @@ impl Processor<'_> {
     }
 
     fn fail<T>(&self, message: impl Into<String>) -> Step<T> {
-        Err(Fail { message: message.into(), offset: self.offset() })
+        Err(Fail {
+            message: message.into(),
+            offset: self.offset(),
+        })
     }
 
     fn get_env(&mut self, name: &str) -> Option<String> {
@@ -306,7 +337,11 @@ impl Processor<'_> {
 
     /// Processes characters until `stop` (consumed) or the end of input. With a `stop`
     /// character, reaching the end is an error.
-    fn process_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Step<(String, Vec<String>)> {
+    fn process_until(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Step<(String, Vec<String>)> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let out = self.process_until_inner(stop);
         self.raw_escapes = saved;
@@ -355,7 +390,9 @@ impl Processor<'_> {
             }
         }
         match stop {
-            Some(s) => self.fail(format!("unexpected end of statement while looking for matching {s}")),
+            Some(s) => self.fail(format!(
+                "unexpected end of statement while looking for matching {s}"
+            )),
             None => Ok((result, words.finish())),
         }
     }
@@ -368,7 +405,11 @@ impl Processor<'_> {
         }
         loop {
             match self.next() {
-                None => return self.fail("unexpected end of statement while looking for matching single-quote"),
+                None => {
+                    return self.fail(
+                        "unexpected end of statement while looking for matching single-quote",
+                    )
+                }
                 Some('\'') => {
                     if self.lex.raw_quotes {
                         out.push('\'');
@@ -388,7 +429,11 @@ impl Processor<'_> {
         }
         loop {
             match self.peek() {
-                None => return self.fail("unexpected end of statement while looking for matching double-quote"),
+                None => {
+                    return self.fail(
+                        "unexpected end of statement while looking for matching double-quote",
+                    )
+                }
                 Some('"') => {
                     self.pos += 1;
                     if self.lex.raw_quotes {
@@ -493,7 +538,9 @@ impl Processor<'_> {
             None => self.fail("syntax error: missing '}'"),
             other => {
                 self.pos = modifier_at;
-                let shown = other.map(String::from).unwrap_or_else(|| "\u{fffd}".to_string());
+                let shown = other
+                    .map(String::from)
+                    .unwrap_or_else(|| "\u{fffd}".to_string());
                 self.fail(format!("unsupported modifier ({shown}) in substitution"))
             }
         }
@@ -513,7 +560,11 @@ impl Processor<'_> {
             Some(v) => colon && v.is_empty(),
         };
         match op {
-            '-' => Ok(if empty_or_unset { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if empty_or_unset {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if empty_or_unset { String::new() } else { word }),
             '?' => {
                 if empty_or_unset {
@@ -537,7 +588,11 @@ impl Processor<'_> {
                     None => (false, word.as_str()),
                 };
                 let tokens = self.pattern(pattern)?;
-                Ok(if op == '#' { trim_prefix(&tokens, &value, greedy) } else { trim_suffix(&tokens, &value, greedy) })
+                Ok(if op == '#' {
+                    trim_prefix(&tokens, &value, greedy)
+                } else {
+                    trim_suffix(&tokens, &value, greedy)
+                })
             }
         }
     }
@@ -556,7 +611,9 @@ impl Processor<'_> {
             self.pos += 1;
         }
         let pattern = match self.process_until(Some('/'), true) {
-            Err(_) if self.peek().is_none() => return self.fail("syntax error: missing '/' in ${}"),
+            Err(_) if self.peek().is_none() => {
+                return self.fail("syntax error: missing '/' in ${}")
+            }
             other => other?.0,
         };
         let (replacement, _) = self.word_until_brace(true)?;
@@ -648,7 +705,9 @@ fn match_at(toks: &[Tok], text: &[char], start: usize, greedy: bool) -> Option<u
             }
             Some(Tok::Star) => {
                 if greedy {
-                    (p..=text.len()).rev().find_map(|q| go(toks, text, t + 1, q, greedy, memo))
+                    (p..=text.len())
+                        .rev()
+                        .find_map(|q| go(toks, text, t + 1, q, greedy, memo))
                 } else {
                     (p..=text.len()).find_map(|q| go(toks, text, t + 1, q, greedy, memo))
                 }
@@ -672,7 +731,10 @@ fn trim_prefix(toks: &[Tok], value: &str, greedy: bool) -> String {
 fn trim_suffix(toks: &[Tok], value: &str, greedy: bool) -> String {
     let rev_toks: Vec<Tok> = toks.iter().rev().copied().collect();
     let rev_value: String = value.chars().rev().collect();
-    trim_prefix(&rev_toks, &rev_value, greedy).chars().rev().collect()
+    trim_prefix(&rev_toks, &rev_value, greedy)
+        .chars()
+        .rev()
+        .collect()
 }
 
 /// The leftmost match of `toks` in `text` at or after `from` (stars greedy).
@@ -699,7 +761,9 @@ fn replace(toks: &[Tok], value: &str, replacement: &str, all: bool) -> String {
     let mut last_end = 0;
     let mut search = 0;
     while search <= text.len() {
-        let Some((s, e)) = find(toks, &text, search) else { break };
+        let Some((s, e)) = find(toks, &text, search) else {
+            break;
+        };
         out.extend(&text[last_end..s]);
         if e > last_end || s == 0 {
             out.push_str(&expand_template(replacement, &text[s..e]));
@@ -737,14 +801,18 @@ fn expand_template(template: &str, matched: &[char]) -> String {
         let word = |c: &char| c.is_alphanumeric() || *c == '_';
         let (name, next) = if t.get(i + 1) == Some(&'{') {
             match t[i + 2..].iter().position(|c| *c == '}') {
-                Some(len) if len > 0 && t[i + 2..i + 2 + len].iter().all(word) => {
-                    (t[i + 2..i + 2 + len].iter().collect::<String>(), i + 3 + len)
-                }
+                Some(len) if len > 0 && t[i + 2..i + 2 + len].iter().all(word) => (
+                    t[i + 2..i + 2 + len].iter().collect::<String>(),
+                    i + 3 + len,
+                ),
                 _ => (String::new(), i),
             }
         } else {
             let len = t[i + 1..].iter().take_while(|c| word(c)).count();
-            (t[i + 1..i + 1 + len].iter().collect::<String>(), i + 1 + len)
+            (
+                t[i + 1..i + 1 + len].iter().collect::<String>(),
+                i + 1 + len,
+            )
         };
         if name.is_empty() {
             // Not a valid reference: the `$` is copied as is.
@@ -771,10 +839,15 @@ mod tests {
     use super::*;
 
     fn env() -> Vec<(String, String)> {
-        [("A", "aaa"), ("EMPTY", ""), ("SP", " x  y "), ("P", "/a/b/c.tar.gz")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("A", "aaa"),
+            ("EMPTY", ""),
+            ("SP", " x  y "),
+            ("P", "/a/b/c.tar.gz"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     /// `word!(name, input, expected)` processes one word with `\` as escape character.
@@ -782,13 +855,19 @@ mod tests {
         ($name:ident, $input:expr, $expected:expr) => {
             #[test]
             fn $name() {
-                assert_eq!(Lexer::new('\\').process_word($input, &env()).as_deref(), Ok($expected));
+                assert_eq!(
+                    Lexer::new('\\').process_word($input, &env()).as_deref(),
+                    Ok($expected)
+                );
             }
         };
         ($name:ident, $input:expr, $expected:expr, escape = $esc:expr) => {
             #[test]
             fn $name() {
-                assert_eq!(Lexer::new($esc).process_word($input, &env()).as_deref(), Ok($expected));
+                assert_eq!(
+                    Lexer::new($esc).process_word($input, &env()).as_deref(),
+                    Ok($expected)
+                );
             }
         };
     }
@@ -799,7 +878,12 @@ mod tests {
             #[test]
             fn $name() {
                 let err = Lexer::new('\\').process_word($input, &env()).unwrap_err();
-                assert!(err.message.contains($needle), "{:?} lacks {:?}", err.message, $needle);
+                assert!(
+                    err.message.contains($needle),
+                    "{:?} lacks {:?}",
+                    err.message,
+                    $needle
+                );
             }
         };
     }
@@ -832,10 +916,19 @@ mod tests {
     word!(replace_all, "${P//\\//:}", ":a:b:c.tar.gz");
     word!(replace_any_char, "${A//?/x}", "xxx");
     word!(replace_empty_pattern_all, "${A///-}", "-a-a-a-");
-    word!(replace_template_whole_match, "${A//a/<\\$0>}", "<\\a><\\a><\\a>");
+    word!(
+        replace_template_whole_match,
+        "${A//a/<\\$0>}",
+        "<\\a><\\a><\\a>"
+    );
     word!(brackets_are_literal, "${P#[/]}", "/a/b/c.tar.gz");
     word!(backtick_escape, "a`$A`\"", "a$A\"", escape = '`');
-    word!(backslash_is_plain_with_backtick, "a\\b", "a\\b", escape = '`');
+    word!(
+        backslash_is_plain_with_backtick,
+        "a\\b",
+        "a\\b",
+        escape = '`'
+    );
     word!(single_quotes_literal, "'$A\\'", "$A\\");
     word!(double_quote_escapes, "\"\\$A \\\" \\x\"", "$A \" \\x");
     word!(trailing_escape_dropped, "ab\\", "ab");
@@ -848,10 +941,22 @@ mod tests {
     fails!(bad_substitution, "${:-x}", "bad substitution");
     fails!(assign_rejected, "${A=x}", "unsupported modifier (=)");
     fails!(colon_hash_rejected, "${A:#x}", "unsupported modifier (:#)");
-    fails!(colon_percent_rejected, "${A:%x}", "unsupported modifier (:%)");
+    fails!(
+        colon_percent_rejected,
+        "${A:%x}",
+        "unsupported modifier (:%)"
+    );
     fails!(replace_without_slash, "${A//x}", "missing '/'");
-    fails!(required_unset, "${NOPE:?}", "NOPE: is not allowed to be unset");
-    fails!(required_empty, "${EMPTY:?}", "EMPTY: is not allowed to be empty");
+    fails!(
+        required_unset,
+        "${NOPE:?}",
+        "NOPE: is not allowed to be unset"
+    );
+    fails!(
+        required_empty,
+        "${EMPTY:?}",
+        "EMPTY: is not allowed to be empty"
+    );
     fails!(required_message, "${NOPE?go $A}", "NOPE: go aaa");
     fails!(invalid_pattern_escape, "${A#\\x}", "invalid escape");
     fails!(unterminated_double, "\"abc", "double-quote");
@@ -866,7 +971,9 @@ mod tests {
 
     #[test]
     fn matches_and_unmatched_are_recorded() {
-        let e = Lexer::new('\\').process_word_with_matches("${A+x}$NOPE${EMPTY}", &env()).unwrap();
+        let e = Lexer::new('\\')
+            .process_word_with_matches("${A+x}$NOPE${EMPTY}", &env())
+            .unwrap();
         assert_eq!(e.value, "x");
         assert_eq!(e.matched.into_iter().collect::<Vec<_>>(), ["A", "EMPTY"]);
         assert_eq!(e.unmatched.into_iter().collect::<Vec<_>>(), ["NOPE"]);
@@ -874,31 +981,46 @@ mod tests {
 
     #[test]
     fn later_definition_wins_in_vec() {
-        let env = vec![("X".to_string(), "1".to_string()), ("X".to_string(), "2".to_string())];
+        let env = vec![
+            ("X".to_string(), "1".to_string()),
+            ("X".to_string(), "2".to_string()),
+        ];
         assert_eq!(Lexer::new('\\').process_word("$X", &env).unwrap(), "2");
     }
 
     #[test]
     fn skip_unset_keeps_references() {
         let lex = Lexer::new('\\').skip_unset_env(true);
-        assert_eq!(lex.process_word("$NOPE ${NOPE} ${NOPE:-x} $A", &env()).unwrap(), "$NOPE ${NOPE} ${NOPE:-x} aaa");
+        assert_eq!(
+            lex.process_word("$NOPE ${NOPE} ${NOPE:-x} $A", &env())
+                .unwrap(),
+            "$NOPE ${NOPE} ${NOPE:-x} aaa"
+        );
     }
 
     #[test]
     fn raw_quotes_keep_quotes() {
         let lex = Lexer::new('\\').raw_quotes(true);
-        assert_eq!(lex.process_word("'a' \"$A\"", &env()).unwrap(), "'a' \"aaa\"");
+        assert_eq!(
+            lex.process_word("'a' \"$A\"", &env()).unwrap(),
+            "'a' \"aaa\""
+        );
     }
 
     #[test]
     fn error_offset_points_into_the_word() {
-        let err = Lexer::new('\\').process_word("abc ${A=x}", &env()).unwrap_err();
+        let err = Lexer::new('\\')
+            .process_word("abc ${A=x}", &env())
+            .unwrap_err();
         assert_eq!(err.offset, 7);
     }
 
     #[test]
     fn never_panics_on_odd_input() {
-        let samples = ["$", "${", "${}", "${A/", "${A//", "${A/\\", "\\", "\"\\", "${A#\\", "${A%%", "${A:", "'", "$\u{0}"];
+        let samples = [
+            "$", "${", "${}", "${A/", "${A//", "${A/\\", "\\", "\"\\", "${A#\\", "${A%%", "${A:",
+            "'", "$\u{0}",
+        ];
         for s in samples {
             let _ = Lexer::new('\\').process_words(s, &env());
             let _ = Lexer::new('`').process_word(s, &env());
