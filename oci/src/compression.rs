@@ -76,7 +76,7 @@ impl Compression {
     }
 
     /// Wraps `out` in a reproducible encoder for this compression.
-    pub fn encoder<W: Write + Send + 'static>(&self, out: W) -> io::Result<Encoder<W>> {
+    pub fn encoder<W: Write>(&self, out: W) -> io::Result<Encoder<W>> {
         Encoder::new(*self, out)
     }
 }

@@ -4,12 +4,20 @@
 pub mod blob;
 pub mod compression;
 pub mod digest;
+mod error;
 pub mod image;
+pub mod layer;
+mod sys;
+mod tar_write;
 pub mod reference;
 
 pub use blob::{read_blob_bytes, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
 pub use compression::{Compression, Encoder};
 pub use reference::Reference;
+pub use error::LayerError;
+pub use layer::{
+    write_layer, DeviceKind, EntryMeta, LayerBuilder, LayerInfo, LayerOptions, SourceKind,
+};
 pub use digest::{Digest, DigestParseError, Hasher, HashingReader, HashingWriter};
 pub use image::{
     media, ContainerConfig, Descriptor, HealthConfig, History, ImageConfig, Index, Manifest, Platform,
