@@ -1,10 +1,12 @@
 //! forge's Dockerfile front end: text → typed instructions with source spans.
 
+pub mod ast;
 pub mod diagnostic;
 pub mod instructions;
 pub mod shell;
 pub mod span;
 
+pub use ast::strip_leading_tabs;
 pub use diagnostic::{Diagnostic, ParseError, Severity};
 pub use instructions::*;
 pub use span::Span;
