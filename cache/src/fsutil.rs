@@ -1,0 +1,215 @@
+//! Small filesystem helpers: durable atomic writes, directory fsync, removal that never
+//! crosses into a mount, process liveness.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A name for a new entry under `tmp/`: `p<pid>-<seq>-<nanos>-<label>`. The pid lets a later
+/// process decide whether the owner is gone; seq and nanos make it unique.
+pub(crate) fn temp_name(label: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("p{}-{:x}-{:08x}-{}", std::process::id(), seq, nanos, label)
+}
+
+/// The owner pid encoded in a temp entry name, if it has one.
+pub(crate) fn temp_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('p')?;
+    let pid = rest.split('-').next()?;
+    pid.parse().ok()
+}
+
+/// True when a process with this pid exists (in our pid namespace).
+pub(crate) fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    if rc == 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// fsyncs a directory so that renames and creations inside it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Flushes every dirty page of the filesystem holding `path` (one syscall instead of one fsync
+/// per file of an unpacked layer).
+pub(crate) fn syncfs(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open fd.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates a new file exclusively, with mode 0644.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+}
+
+/// Writes `bytes` to `dest` atomically: a temp file in `tmp_dir` (same filesystem), write,
+/// fsync, rename over `dest`, fsync `dest`'s directory. Readers see the old or the new content,
+/// never a mix; a crash leaves at most a temp file that the store cleans later.
+pub(crate) fn atomic_write(
+    tmp_dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    sync: bool,
+) -> io::Result<()> {
+    let tmp = tmp_dir.join(temp_name("write"));
+    let result = (|| {
+        let mut f = create_new(&tmp)?;
+        crate::lock::try_lock_file(&f, true)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, dest)?;
+        if sync {
+            if let Some(parent) = dest.parent() {
+                fsync_dir(parent)?;
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes a file or directory tree, never descending into another filesystem (a mount left
+/// inside a temp dir must not have its content deleted) and making read-only directories
+/// writable when needed (unprivileged builds produce them). Missing paths are not an error.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return ignore_missing(fs::remove_file(path));
+    }
+    remove_dir_on_dev(path, meta.dev())
+}
+
+fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn remove_dir_on_dev(dir: &Path, dev: u64) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            fs::read_dir(dir)?
+        }
+        Err(e) => return Err(e),
+    };
+    let mut made_writable = false;
+    for entry in entries {
+        let entry = entry?;
+        let p = entry.path();
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if m.is_dir() {
+            if m.dev() != dev {
+                return Err(io::Error::other(format!(
+                    "refusing to remove {}: a filesystem is mounted there",
+                    p.display()
+                )));
+            }
+            remove_dir_on_dev(&p, dev)?;
+            continue;
+        }
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !made_writable => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+                made_writable = true;
+                ignore_missing(fs::remove_file(&p))?;
+            }
+            other => ignore_missing(other)?,
+        }
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if let Some(parent) = dir.parent() {
+                fs::set_permissions(parent, fs::Permissions::from_mode(0o700))?;
+            }
+            ignore_missing(fs::remove_dir(dir))
+        }
+        other => ignore_missing(other),
+    }
+}
+
+/// Bytes used by the regular files and symlinks of a tree (apparent sizes; hard links counted
+/// once per link). Errors count as zero: this is only for reports.
+pub(crate) fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let mut total = 0;
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            total += tree_size(&e.path());
+        }
+    }
+    total
+}
+
+/// A path as a C string, for the few raw syscalls.
+#[allow(dead_code)]
+pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
