@@ -2,6 +2,7 @@
 
 pub mod ast;
 pub mod diagnostic;
+pub mod dockerignore;
 pub mod instructions;
 pub mod shell;
 pub mod span;
