@@ -58,11 +58,18 @@ impl MemoryBlobs {
     /// Stores bytes and returns their digest.
     pub fn insert(&self, bytes: Vec<u8>) -> Digest {
         let d = Digest::of(&bytes);
-        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).insert(d.clone(), bytes.into());
+        self.blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d.clone(), bytes.into());
         d
     }
     pub fn get(&self, d: &Digest) -> Option<Vec<u8>> {
-        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).get(d).map(|b| b.to_vec())
+        self.blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+            .map(|b| b.to_vec())
     }
     pub fn len(&self) -> usize {
         self.blobs.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -74,14 +81,27 @@ impl MemoryBlobs {
 
 impl BlobSource for MemoryBlobs {
     fn open_blob(&self, d: &Digest) -> io::Result<Box<dyn Read + Send>> {
-        let b = self.blobs.lock().unwrap_or_else(|e| e.into_inner()).get(d).cloned();
+        let b = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+            .cloned();
         match b {
             Some(b) => Ok(Box::new(io::Cursor::new(ArcBytes(b)))),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("blob {d} not found"))),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("blob {d} not found"),
+            )),
         }
     }
     fn blob_size(&self, d: &Digest) -> io::Result<u64> {
-        let b = self.blobs.lock().unwrap_or_else(|e| e.into_inner()).get(d).map(|b| b.len());
+        let b = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+            .map(|b| b.len());
         b.map(|n| n as u64)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("blob {d} not found")))
     }
@@ -96,7 +116,10 @@ impl AsRef<[u8]> for ArcBytes {
 
 impl BlobSink for MemoryBlobs {
     fn has_blob(&self, d: &Digest) -> bool {
-        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(d)
+        self.blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(d)
     }
     fn put_blob(&self, r: &mut dyn Read, expected: Option<&Digest>) -> io::Result<(Digest, u64)> {
         let mut buf = Vec::new();
@@ -108,7 +131,10 @@ impl BlobSink for MemoryBlobs {
             }
         }
         let n = buf.len() as u64;
-        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).insert(d.clone(), buf.into());
+        self.blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d.clone(), buf.into());
         Ok((d, n))
     }
 }

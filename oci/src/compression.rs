@@ -69,9 +69,9 @@ impl Compression {
             Compression::Gzip { level } if level <= 9 => Ok(()),
             Compression::Gzip { level } => Err(format!("gzip level {level} is out of range 0..=9")),
             Compression::Zstd { level } if (-7..=22).contains(&level) && level != 0 => Ok(()),
-            Compression::Zstd { level } => {
-                Err(format!("zstd level {level} is out of range -7..=22 (0 excluded)"))
-            }
+            Compression::Zstd { level } => Err(format!(
+                "zstd level {level} is out of range -7..=22 (0 excluded)"
+            )),
         }
     }
 
@@ -90,7 +90,8 @@ pub enum Encoder<W: Write> {
 
 impl<W: Write> Encoder<W> {
     pub fn new(c: Compression, out: W) -> io::Result<Encoder<W>> {
-        c.validate().map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+        c.validate()
+            .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
         Ok(match c {
             Compression::None => Encoder::Plain(out),
             Compression::Gzip { level } => {

@@ -28,7 +28,9 @@ impl Digest {
 
     /// Wraps a raw sha256 output.
     pub fn from_sha256(raw: [u8; 32]) -> Digest {
-        Digest { hex: hex::encode(raw) }
+        Digest {
+            hex: hex::encode(raw),
+        }
     }
 
     /// The 64 lower-case hex characters, without the algorithm prefix.
@@ -51,15 +53,25 @@ impl FromStr for Digest {
     type Err = DigestParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| DigestParseError { input: s.to_string(), reason };
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| err("expected the sha256: prefix"))?;
+        let err = |reason| DigestParseError {
+            input: s.to_string(),
+            reason,
+        };
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| err("expected the sha256: prefix"))?;
         if hex.len() != 64 {
             return Err(err("expected 64 hex characters"));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(err("expected lower-case hex characters"));
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -113,7 +125,11 @@ pub struct HashingWriter<W> {
 
 impl<W> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::new(), written: 0 }
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+            written: 0,
+        }
     }
     /// The digest and byte count so far, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
@@ -145,7 +161,11 @@ pub struct HashingReader<R> {
 
 impl<R> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Hasher::new(), read: 0 }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(),
+            read: 0,
+        }
     }
     pub fn finish(self) -> (Digest, u64) {
         (self.hasher.finish(), self.read)
@@ -179,7 +199,15 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
-        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>().is_err());
+        assert!(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 }

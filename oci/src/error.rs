@@ -38,6 +38,9 @@ pub enum LayerError {
 
 impl LayerError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> LayerError {
-        LayerError::Io { path: path.into(), source }
+        LayerError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -19,7 +19,8 @@ pub mod media {
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
@@ -48,9 +49,17 @@ pub mod media {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -94,7 +103,10 @@ impl Platform {
     /// Parses `os[/arch[/variant]]`, normalizing names as containerd's platforms package does
     /// (`x86_64` → `amd64`, `aarch64` → `arm64`, `arm64/v8` → `arm64` + `v8`).
     pub fn parse(s: &str) -> Result<Platform, PlatformParseError> {
-        let err = |reason: &str| PlatformParseError { input: s.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| PlatformParseError {
+            input: s.to_string(),
+            reason: reason.to_string(),
+        };
         let lower = s.trim().to_ascii_lowercase();
         let parts: Vec<&str> = lower.split('/').collect();
         if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
@@ -105,7 +117,10 @@ impl Platform {
             return Err(err("unknown operating system; forge builds linux images"));
         }
         let host = Platform::host();
-        let mut arch = parts.get(1).map(|a| a.to_string()).unwrap_or(host.architecture.clone());
+        let mut arch = parts
+            .get(1)
+            .map(|a| a.to_string())
+            .unwrap_or(host.architecture.clone());
         let mut variant = parts.get(2).map(|v| v.to_string());
         match arch.as_str() {
             "x86_64" | "x86-64" => arch = "amd64".into(),
@@ -130,7 +145,13 @@ impl Platform {
         if arch == "amd64" && variant.as_deref() == Some("v1") {
             variant = None;
         }
-        Ok(Platform { architecture: arch, os, os_version: None, os_features: None, variant })
+        Ok(Platform {
+            architecture: arch,
+            os,
+            os_version: None,
+            os_features: None,
+            variant,
+        })
     }
 
     /// True when a descriptor's platform satisfies this requested platform. A missing variant on
@@ -173,7 +194,11 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
-    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
 }
 
@@ -198,7 +223,11 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
@@ -227,9 +256,17 @@ pub struct HealthConfig {
     pub interval: Option<i64>,
     #[serde(rename = "Timeout", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_period: Option<i64>,
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StartInterval",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_interval: Option<i64>,
     #[serde(rename = "Retries", default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
@@ -240,29 +277,53 @@ pub struct HealthConfig {
 pub struct ContainerConfig {
     #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exposed_ports: Option<BTreeMap<String, EmptyObject>>,
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
     #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, EmptyObject>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_dir: Option<String>,
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_signal: Option<String>,
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthcheck: Option<HealthConfig>,
     #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
     pub on_build: Option<Vec<String>>,
     #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<Vec<String>>,
-    #[serde(rename = "ArgsEscaped", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ArgsEscaped",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args_escaped: Option<bool>,
 }
 
@@ -280,7 +341,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        RootFs { typ: "layers".to_string(), diff_ids: Vec::new() }
+        RootFs {
+            typ: "layers".to_string(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 
@@ -310,7 +374,11 @@ pub struct ImageConfig {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(default)]
     pub config: ContainerConfig,
@@ -359,9 +427,18 @@ mod tests {
 
     #[test]
     fn platform_parsing_normalizes() {
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().to_string(), "linux/amd64");
-        assert_eq!(Platform::parse("linux/arm64").unwrap().to_string(), "linux/arm64/v8");
-        assert_eq!(Platform::parse("linux/arm").unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm64").unwrap().to_string(),
+            "linux/arm64/v8"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert!(Platform::parse("linux//").is_err());
         assert!(Platform::parse("plan9/amd64").is_err());
     }
@@ -379,7 +456,10 @@ mod tests {
     fn config_keeps_docker_fields() {
         let json = r#"{"architecture":"amd64","os":"linux","config":{"Shell":["/bin/bash","-c"],"OnBuild":["RUN x"],"Healthcheck":{"Test":["NONE"]},"ArgsEscaped":true},"rootfs":{"type":"layers","diff_ids":[]}}"#;
         let cfg: ImageConfig = serde_json::from_str(json).unwrap();
-        assert_eq!(cfg.config.shell.as_deref(), Some(&["/bin/bash".to_string(), "-c".to_string()][..]));
+        assert_eq!(
+            cfg.config.shell.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".to_string()][..])
+        );
         let back = String::from_utf8(to_canonical_json(&cfg)).unwrap();
         assert!(back.contains("\"OnBuild\":[\"RUN x\"]"));
         assert!(back.contains("\"Healthcheck\":{\"Test\":[\"NONE\"]}"));

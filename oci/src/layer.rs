@@ -12,9 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -76,7 +76,10 @@ pub struct EntryMeta {
 impl EntryMeta {
     /// Root-owned, mtime 0, no xattrs.
     pub fn new(mode: u32) -> EntryMeta {
-        EntryMeta { mode, ..EntryMeta::default() }
+        EntryMeta {
+            mode,
+            ..EntryMeta::default()
+        }
     }
 
     /// Mode, owner and mtime of a file on the host (xattrs are not read).
@@ -187,8 +190,11 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 
 impl<W: Write> LayerBuilder<W> {
     pub fn new(out: W, opts: &LayerOptions) -> Result<LayerBuilder<W>, LayerError> {
-        opts.compression.validate().map_err(LayerError::Compression)?;
-        let enc = Encoder::new(opts.compression, HashingWriter::new(out)).map_err(LayerError::Stream)?;
+        opts.compression
+            .validate()
+            .map_err(LayerError::Compression)?;
+        let enc =
+            Encoder::new(opts.compression, HashingWriter::new(out)).map_err(LayerError::Stream)?;
         let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, enc));
         Ok(LayerBuilder {
             tar: TarWriter::new(sink),
@@ -417,7 +423,10 @@ impl<W: Write> LayerBuilder<W> {
         if ft.is_dir() {
             self.header(lpath, Kind::Dir, &meta, 0, b"", (0, 0))?;
             if kind == SourceKind::OverlayUpper && is_opaque(host)? {
-                let wh = EntryMeta { xattrs: BTreeMap::new(), ..meta.clone() };
+                let wh = EntryMeta {
+                    xattrs: BTreeMap::new(),
+                    ..meta.clone()
+                };
                 self.append_opaque(&lpath_os, &wh)?;
             }
             return self.walk(host, lpath, kind, edit);
@@ -437,17 +446,30 @@ impl<W: Write> LayerBuilder<W> {
             let f = open_nofollow(host)?;
             let fm = f.metadata().map_err(|e| LayerError::io(host, e))?;
             if fm.ino() != m.ino() || fm.dev() != m.dev() || fm.len() != m.len() {
-                return Err(LayerError::Changed { path: host.to_path_buf() });
+                return Err(LayerError::Changed {
+                    path: host.to_path_buf(),
+                });
             }
             self.header(lpath, Kind::Regular, &meta, m.len(), b"", (0, 0))?;
             self.copy_file(f, host)
         } else if ft.is_symlink() {
             let t = fs::read_link(host).map_err(|e| LayerError::io(host, e))?;
-            self.header(lpath, Kind::Symlink, &meta, 0, sys::os_bytes(t.as_os_str()), (0, 0))
+            self.header(
+                lpath,
+                Kind::Symlink,
+                &meta,
+                0,
+                sys::os_bytes(t.as_os_str()),
+                (0, 0),
+            )
         } else if ft.is_fifo() {
             self.header(lpath, Kind::Fifo, &meta, 0, b"", (0, 0))
         } else if ft.is_char_device() || ft.is_block_device() {
-            let k = if ft.is_char_device() { Kind::Char } else { Kind::Block };
+            let k = if ft.is_char_device() {
+                Kind::Char
+            } else {
+                Kind::Block
+            };
             self.header(lpath, k, &meta, 0, b"", sys::dev_split(m.rdev()))
         } else {
             Err(LayerError::io(host, io::Error::other("unknown file type")))
@@ -461,18 +483,28 @@ impl<W: Write> LayerBuilder<W> {
                 break;
             }
             let n = match f.read(&mut self.buf[..want]) {
-                Ok(0) => return Err(LayerError::Changed { path: host.to_path_buf() }),
+                Ok(0) => {
+                    return Err(LayerError::Changed {
+                        path: host.to_path_buf(),
+                    })
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(LayerError::io(host, e)),
             };
-            self.tar.write_data(&self.buf[..n]).map_err(LayerError::Stream)?;
+            self.tar
+                .write_data(&self.buf[..n])
+                .map_err(LayerError::Stream)?;
         }
         // One more byte would mean the file grew while being read.
         let mut one = [0u8; 1];
         match f.read(&mut one) {
             Ok(0) => {}
-            Ok(_) => return Err(LayerError::Changed { path: host.to_path_buf() }),
+            Ok(_) => {
+                return Err(LayerError::Changed {
+                    path: host.to_path_buf(),
+                })
+            }
             Err(e) => return Err(LayerError::io(host, e)),
         }
         self.tar.end_entry().map_err(LayerError::Stream)
@@ -488,14 +520,19 @@ impl<W: Write> LayerBuilder<W> {
                 Ok(0) => {
                     return Err(LayerError::io(
                         path,
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "reader ended before the announced size"),
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "reader ended before the announced size",
+                        ),
                     ))
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(LayerError::io(path, e)),
             };
-            self.tar.write_data(&self.buf[..n]).map_err(LayerError::Stream)?;
+            self.tar
+                .write_data(&self.buf[..n])
+                .map_err(LayerError::Stream)?;
         }
         self.tar.end_entry().map_err(LayerError::Stream)
     }
@@ -504,12 +541,23 @@ impl<W: Write> LayerBuilder<W> {
     pub fn finish(self) -> Result<(LayerInfo, W), LayerError> {
         let sink = self.tar.finish().map_err(LayerError::Stream)?;
         let (diff_id, uncompressed_size, buffered) = sink.finish();
-        let enc = buffered.into_inner().map_err(|e| LayerError::Stream(e.into_error()))?;
+        let enc = buffered
+            .into_inner()
+            .map_err(|e| LayerError::Stream(e.into_error()))?;
         let hashed = enc.finish().map_err(LayerError::Stream)?;
         let (digest, size, mut out) = hashed.finish();
         out.flush().map_err(LayerError::Stream)?;
         let media_type = self.compression.media_type_oci().to_string();
-        Ok((LayerInfo { diff_id, digest, size, uncompressed_size, media_type }, out))
+        Ok((
+            LayerInfo {
+                diff_id,
+                digest,
+                size,
+                uncompressed_size,
+                media_type,
+            },
+            out,
+        ))
     }
 }
 

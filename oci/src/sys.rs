@@ -51,7 +51,9 @@ pub(crate) fn list_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let Ok(s) = std::str::from_utf8(name) else { continue };
+        let Ok(s) = std::str::from_utf8(name) else {
+            continue;
+        };
         match get_xattr(path, s)? {
             Some(v) => out.push((s.to_string(), v)),
             None => continue, // removed meanwhile
@@ -69,9 +71,8 @@ pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> 
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: valid buffers and NUL-terminated strings.
-        let n = unsafe {
-            libc::lgetxattr(c.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let n =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(Some(buf));
@@ -82,9 +83,8 @@ pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> 
             Some(libc::ENOTSUP) | Some(libc::ENOSYS) => return Ok(None),
             Some(libc::ERANGE) => {
                 // SAFETY: size query.
-                let need = unsafe {
-                    libc::lgetxattr(c.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0)
-                };
+                let need =
+                    unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0) };
                 if need < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -101,7 +101,15 @@ pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()>
     let cn = CString::new(name)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
     // SAFETY: valid pointers for the given lengths.
-    check(unsafe { libc::lsetxattr(c.as_ptr(), cn.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+    check(unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
 }
 
 /// Creates a device node, FIFO or (with mode S_IFCHR and dev 0) an overlay whiteout.
@@ -122,17 +130,28 @@ pub(crate) fn lchown(path: &Path, uid: u64, gid: u64) -> io::Result<()> {
 /// Sets atime and mtime (seconds, nanoseconds) of the entry itself.
 pub(crate) fn set_times(path: &Path, mtime: i64, nsec: u32) -> io::Result<()> {
     let c = cpath(path)?;
-    let ts = libc::timespec { tv_sec: mtime as libc::time_t, tv_nsec: nsec as _ };
+    let ts = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: nsec as _,
+    };
     let times = [ts, ts];
     // SAFETY: `times` has two elements as utimensat requires.
     check(unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     })
 }
 
 /// Major and minor numbers of a `st_rdev`.
 pub(crate) fn dev_split(rdev: u64) -> (u64, u64) {
-    (libc::major(rdev as libc::dev_t) as u64, libc::minor(rdev as libc::dev_t) as u64)
+    (
+        libc::major(rdev as libc::dev_t) as u64,
+        libc::minor(rdev as libc::dev_t) as u64,
+    )
 }
 
 pub(crate) fn is_root() -> bool {

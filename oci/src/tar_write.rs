@@ -150,14 +150,20 @@ const OCTAL_MAX_11: u64 = 0o77777777777;
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out, pending: 0, written_in_entry: 0 }
+        TarWriter {
+            out,
+            pending: 0,
+            written_in_entry: 0,
+        }
     }
 
     /// Writes the header (and its PAX header when needed). For regular files the caller then
     /// writes exactly `size` bytes with [`TarWriter::write_data`] and calls [`TarWriter::end_entry`].
     pub fn header(&mut self, h: &Header<'_>) -> io::Result<()> {
         if self.pending != 0 {
-            return Err(io::Error::other("tar entry data was not completely written"));
+            return Err(io::Error::other(
+                "tar entry data was not completely written",
+            ));
         }
         let mut name = h.path.to_vec();
         if h.kind == Kind::Dir && !name.ends_with(b"/") {
@@ -186,14 +192,30 @@ impl<W: Write> TarWriter<W> {
             pax_record(&mut pax, &format!("SCHILY.xattr.{k}"), v);
         }
         let clamp = |v: u64, max: u64| if v > max { 0 } else { v };
-        let mtime = if h.mtime < 0 || h.mtime as u64 > OCTAL_MAX_11 { 0 } else { h.mtime as u64 };
+        let mtime = if h.mtime < 0 || h.mtime as u64 > OCTAL_MAX_11 {
+            0
+        } else {
+            h.mtime as u64
+        };
         if !pax.is_empty() {
             // A deterministic, human-readable name for the extended header; readers ignore it.
-            let base = name.rsplit(|&b| b == b'/').find(|s| !s.is_empty()).unwrap_or(b"entry");
+            let base = name
+                .rsplit(|&b| b == b'/')
+                .find(|s| !s.is_empty())
+                .unwrap_or(b"entry");
             let mut pname = b"PaxHeaders/".to_vec();
             pname.extend_from_slice(&base[..base.len().min(88)]);
-            let mut block =
-                raw_header(&pname, b'x', 0o644, 0, 0, pax.len() as u64, mtime, b"", (0, 0));
+            let mut block = raw_header(
+                &pname,
+                b'x',
+                0o644,
+                0,
+                0,
+                pax.len() as u64,
+                mtime,
+                b"",
+                (0, 0),
+            );
             checksum(&mut block);
             self.out.write_all(&block)?;
             self.out.write_all(&pax)?;
@@ -237,7 +259,9 @@ impl<W: Write> TarWriter<W> {
     /// Pads the current entry's data to a block boundary.
     pub fn end_entry(&mut self) -> io::Result<()> {
         if self.pending != 0 {
-            return Err(io::Error::other("tar entry data was not completely written"));
+            return Err(io::Error::other(
+                "tar entry data was not completely written",
+            ));
         }
         let n = self.written_in_entry;
         self.written_in_entry = 0;
