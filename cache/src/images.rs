@@ -147,7 +147,9 @@ impl Store {
                 source,
             })?;
         let mt = value.get("mediaType").and_then(Value::as_str).unwrap_or("");
-        if !mt.is_empty() && !media::is_manifest(mt) || value.get("config").is_none() {
+        let shaped = value.get("layers").is_some_and(Value::is_array)
+            && value.get("config").and_then(|c| c.get("digest")).is_some();
+        if (!mt.is_empty() && !media::is_manifest(mt)) || !shaped {
             return Err(StoreError::NotAManifest {
                 digest: d.clone(),
                 media_type: mt.to_string(),

@@ -16,14 +16,24 @@ fn put_bytes_round_trips_and_is_idempotent() {
     let d = store.put_blob_bytes(b"hello").unwrap();
     assert_eq!(d, Digest::of(b"hello"));
     assert!(store.has_blob(&d));
-    assert_eq!(store.blob_path(&d), store.root().join("blobs/sha256").join(d.hex()));
+    assert_eq!(
+        store.blob_path(&d),
+        store.root().join("blobs/sha256").join(d.hex())
+    );
     assert_eq!(store.read_blob(&d).unwrap(), b"hello");
     assert_eq!(store.blob_size(&d).unwrap(), 5);
     let mut s = String::new();
     store.open_blob(&d).unwrap().read_to_string(&mut s).unwrap();
     assert_eq!(s, "hello");
     // Stored read-only.
-    assert_eq!(fs::metadata(store.blob_path(&d)).unwrap().permissions().mode() & 0o777, 0o444);
+    assert_eq!(
+        fs::metadata(store.blob_path(&d))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o444
+    );
     assert_eq!(store.put_blob_bytes(b"hello").unwrap(), d);
     assert_eq!(store.list_blobs().unwrap(), vec![d]);
     assert_eq!(tmp_entries(&store), Vec::<String>::new());
@@ -55,7 +65,11 @@ fn mismatched_content_never_becomes_visible() {
     let mut w = store.blob_writer().unwrap();
     w.write_all(b"what arrived").unwrap();
     match w.commit(Some(&claimed)) {
-        Err(StoreError::DigestMismatch { expected, actual, size }) => {
+        Err(StoreError::DigestMismatch {
+            expected,
+            actual,
+            size,
+        }) => {
             assert_eq!(expected, claimed);
             assert_eq!(actual, Digest::of(b"what arrived"));
             assert_eq!(size, 12);
@@ -84,8 +98,14 @@ fn missing_and_corrupt_blobs_are_typed_errors() {
     let (_t, store) = store();
     let absent = Digest::of(b"absent");
     assert!(matches!(store.read_blob(&absent), Err(StoreError::BlobNotFound(d)) if d == absent));
-    assert!(matches!(store.open_blob(&absent), Err(StoreError::BlobNotFound(_))));
-    assert!(matches!(store.blob_size(&absent), Err(StoreError::BlobNotFound(_))));
+    assert!(matches!(
+        store.open_blob(&absent),
+        Err(StoreError::BlobNotFound(_))
+    ));
+    assert!(matches!(
+        store.blob_size(&absent),
+        Err(StoreError::BlobNotFound(_))
+    ));
     assert!(!store.has_blob(&absent));
 
     let d = store.put_blob_bytes(b"original").unwrap();
@@ -120,13 +140,18 @@ fn blob_traits() {
     assert_eq!((got.clone(), size), (d.clone(), data.len() as u64));
     assert!(sink.has_blob(&d));
     // Already present: returned without reading the stream.
-    assert_eq!(sink.put_blob(&mut MustNotRead, Some(&d)).unwrap(), (d.clone(), data.len() as u64));
+    assert_eq!(
+        sink.put_blob(&mut MustNotRead, Some(&d)).unwrap(),
+        (d.clone(), data.len() as u64)
+    );
     // Without an expected digest the stream is read and hashed.
     let (d2, _) = sink.put_blob(&mut &b"unverified"[..], None).unwrap();
     assert_eq!(d2, Digest::of(b"unverified"));
     // A wrong expectation is InvalidData and stores nothing.
     let wrong = Digest::of(b"other");
-    let err = sink.put_blob(&mut &b"payload"[..], Some(&wrong)).unwrap_err();
+    let err = sink
+        .put_blob(&mut &b"payload"[..], Some(&wrong))
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(!store.has_blob(&Digest::of(b"payload")));
 
@@ -135,7 +160,13 @@ fn blob_traits() {
     src.open_blob(&d).unwrap().read_to_end(&mut buf).unwrap();
     assert_eq!(buf, data);
     assert_eq!(src.blob_size(&d).unwrap(), data.len() as u64);
-    assert_eq!(src.open_blob(&wrong).err().unwrap().kind(), io::ErrorKind::NotFound);
-    assert_eq!(src.blob_size(&wrong).unwrap_err().kind(), io::ErrorKind::NotFound);
+    assert_eq!(
+        src.open_blob(&wrong).err().unwrap().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        src.blob_size(&wrong).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
     assert_eq!(forge_oci::read_blob_bytes(src, &d).unwrap(), data);
 }

@@ -16,8 +16,20 @@ fn open_creates_the_versioned_layout() {
     let (_t, store) = store();
     let root = store.root();
     assert!(root.is_absolute());
-    assert_eq!(fs::read_to_string(root.join("LAYOUT")).unwrap().trim(), LAYOUT_VERSION);
-    for d in ["blobs/sha256", "snapshots/v1", "tags/v1", "records/v1", "tmp", "locks", "state/v1", "cache-mounts/v1"] {
+    assert_eq!(
+        fs::read_to_string(root.join("LAYOUT")).unwrap().trim(),
+        LAYOUT_VERSION
+    );
+    for d in [
+        "blobs/sha256",
+        "snapshots/v1",
+        "tags/v1",
+        "records/v1",
+        "tmp",
+        "locks",
+        "state/v1",
+        "cache-mounts/v1",
+    ] {
         assert!(root.join(d).is_dir(), "{d} missing");
     }
     // Reopening an existing store works and keeps content.
@@ -31,7 +43,9 @@ fn open_refuses_another_layout() {
     let t = tempfile::tempdir().unwrap();
     fs::write(t.path().join("LAYOUT"), "forge-store-v99\n").unwrap();
     match Store::open(t.path()) {
-        Err(StoreError::UnsupportedLayout { found, expected, .. }) => {
+        Err(StoreError::UnsupportedLayout {
+            found, expected, ..
+        }) => {
             assert_eq!(found, "forge-store-v99");
             assert_eq!(expected, LAYOUT_VERSION);
         }
@@ -52,7 +66,12 @@ fn open_removes_only_stale_temp_entries() {
     fs::write(tmp.join(format!("p{}-3-0-write", std::process::id())), b"").unwrap();
     // A temp dir held by this process through the API: kept.
     let held = store.temp_dir("held").unwrap();
-    let held_name = held.path().file_name().unwrap().to_string_lossy().into_owned();
+    let held_name = held
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
 
     let reopened = Store::open(store.root()).unwrap();
     let mut want = vec![format!("p{}-3-0-write", std::process::id()), held_name];
@@ -65,7 +84,10 @@ fn open_removes_only_stale_temp_entries() {
 fn default_root_honours_forge_root() {
     // Only this test touches FORGE_ROOT in this binary.
     std::env::set_var("FORGE_ROOT", "/some/where");
-    assert_eq!(Store::default_root(), std::path::PathBuf::from("/some/where"));
+    assert_eq!(
+        Store::default_root(),
+        std::path::PathBuf::from("/some/where")
+    );
     std::env::remove_var("FORGE_ROOT");
     let r = Store::default_root();
     // SAFETY: no preconditions.
@@ -88,7 +110,11 @@ fn create_snapshot_fills_once() {
         .create_snapshot(&id, |dir| {
             calls.set(calls.get() + 1);
             assert!(dir.is_dir());
-            assert_eq!(fs::read_dir(dir).unwrap().count(), 0, "fill gets an empty dir");
+            assert_eq!(
+                fs::read_dir(dir).unwrap().count(),
+                0,
+                "fill gets an empty dir"
+            );
             fs::create_dir(dir.join("etc"))?;
             fs::write(dir.join("etc/hostname"), "forge")
         })
@@ -126,10 +152,15 @@ fn failed_fill_leaves_nothing_visible() {
         other => panic!("expected Fill error, got {other:?}"),
     }
     assert_eq!(store.snapshot_path(&id), None);
-    assert_eq!(entries(&store.root().join("snapshots/v1")), Vec::<String>::new());
+    assert_eq!(
+        entries(&store.root().join("snapshots/v1")),
+        Vec::<String>::new()
+    );
     assert_eq!(tmp_entries(&store), Vec::<String>::new());
     // The lock was released: a retry works.
-    let p = store.create_snapshot(&id, |dir| fs::write(dir.join("whole"), "ok")).unwrap();
+    let p = store
+        .create_snapshot(&id, |dir| fs::write(dir.join("whole"), "ok"))
+        .unwrap();
     assert_eq!(entries(&p), vec!["whole"]);
 }
 
@@ -141,12 +172,26 @@ fn commit_snapshot_dir_moves_a_filled_dir() {
     let upper = work.path().join("upper");
     fs::create_dir_all(upper.join("usr/bin")).unwrap();
     fs::write(upper.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
-    fs::set_permissions(upper.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        upper.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let p = store.commit_snapshot_dir(&id, &upper).unwrap();
     assert!(!upper.exists(), "the staged dir was moved, not copied");
     assert_eq!(store.snapshot_path(&id), Some(p.clone()));
-    assert_eq!(fs::read_to_string(p.join("usr/bin/tool")).unwrap(), "#!/bin/sh\n");
-    assert_eq!(fs::metadata(p.join("usr/bin/tool")).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        fs::read_to_string(p.join("usr/bin/tool")).unwrap(),
+        "#!/bin/sh\n"
+    );
+    assert_eq!(
+        fs::metadata(p.join("usr/bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
 
     // Committing the same id again returns the existing snapshot and leaves the new dir alone.
     let other = work.path().join("upper2");
@@ -158,7 +203,10 @@ fn commit_snapshot_dir_moves_a_filled_dir() {
     let file = work.path().join("file");
     fs::write(&file, "x").unwrap();
     let id2 = Digest::of(b"not a dir");
-    assert!(matches!(store.commit_snapshot_dir(&id2, &file), Err(StoreError::Io { .. })));
+    assert!(matches!(
+        store.commit_snapshot_dir(&id2, &file),
+        Err(StoreError::Io { .. })
+    ));
     assert_eq!(store.snapshot_path(&id2), None);
     drop(work);
     assert_eq!(tmp_entries(&store), Vec::<String>::new());
@@ -174,7 +222,10 @@ fn temp_dirs_are_removed_on_drop_and_close() {
     assert_ne!(a.path(), b.path());
     assert!(a.path().starts_with(store.root().join("tmp")));
     let name = a.path().file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with(&format!("p{}-", std::process::id())), "{name}");
+    assert!(
+        name.starts_with(&format!("p{}-", std::process::id())),
+        "{name}"
+    );
     assert!(!name.contains('/') && !name.contains(' '));
     // Read-only and nested content is removed too.
     fs::create_dir_all(a.path().join("x/y")).unwrap();
@@ -200,8 +251,14 @@ fn tags_are_normalized_and_atomic() {
     assert_eq!(store.get_tag("busybox").unwrap(), None);
     store.set_tag("busybox", &m1).unwrap();
     assert_eq!(store.get_tag("busybox").unwrap(), Some(m1.clone()));
-    assert_eq!(store.get_tag("docker.io/library/busybox:latest").unwrap(), Some(m1.clone()));
-    assert_eq!(store.get_tag("index.docker.io/library/busybox").unwrap(), Some(m1.clone()));
+    assert_eq!(
+        store.get_tag("docker.io/library/busybox:latest").unwrap(),
+        Some(m1.clone())
+    );
+    assert_eq!(
+        store.get_tag("index.docker.io/library/busybox").unwrap(),
+        Some(m1.clone())
+    );
     assert_eq!(store.get_tag("busybox:1.36").unwrap(), None);
     store.set_tag("localhost:5000/team/app:v1", &m2).unwrap();
     store.set_tag("busybox", &m2).unwrap(); // retag
@@ -214,10 +271,16 @@ fn tags_are_normalized_and_atomic() {
     );
     assert!(store.remove_tag("busybox:latest").unwrap());
     assert!(!store.remove_tag("busybox:latest").unwrap());
-    assert_eq!(store.list_tags().unwrap(), vec![("localhost:5000/team/app:v1".to_string(), m2.clone())]);
+    assert_eq!(
+        store.list_tags().unwrap(),
+        vec![("localhost:5000/team/app:v1".to_string(), m2.clone())]
+    );
     // Survives a reopen.
     let again = Store::open(store.root()).unwrap();
-    assert_eq!(again.get_tag("localhost:5000/team/app:v1").unwrap(), Some(m2));
+    assert_eq!(
+        again.get_tag("localhost:5000/team/app:v1").unwrap(),
+        Some(m2)
+    );
     assert_eq!(tmp_entries(&store), Vec::<String>::new());
 }
 
@@ -232,9 +295,15 @@ fn bad_tag_names_are_rejected() {
         );
     }
     let pinned = format!("busybox@{m}");
-    assert!(matches!(store.set_tag(&pinned, &m), Err(StoreError::InvalidName { .. })));
+    assert!(matches!(
+        store.set_tag(&pinned, &m),
+        Err(StoreError::InvalidName { .. })
+    ));
     assert_eq!(store.list_tags().unwrap(), vec![]);
-    assert_eq!(normalize_tag("ubuntu:22.04").unwrap(), "docker.io/library/ubuntu:22.04");
+    assert_eq!(
+        normalize_tag("ubuntu:22.04").unwrap(),
+        "docker.io/library/ubuntu:22.04"
+    );
     assert_eq!(normalize_tag("ghcr.io/o/r").unwrap(), "ghcr.io/o/r:latest");
 }
 
@@ -243,9 +312,15 @@ fn corrupt_tags_file_is_an_error_not_an_empty_list() {
     let (_t, store) = store();
     store.set_tag("a", &Digest::of(b"a")).unwrap();
     fs::write(store.root().join("tags/v1/tags.json"), b"{ not json").unwrap();
-    assert!(matches!(store.list_tags(), Err(StoreError::CorruptTags { .. })));
+    assert!(matches!(
+        store.list_tags(),
+        Err(StoreError::CorruptTags { .. })
+    ));
     // A write must not silently replace what it cannot read.
-    assert!(matches!(store.set_tag("b", &Digest::of(b"b")), Err(StoreError::CorruptTags { .. })));
+    assert!(matches!(
+        store.set_tag("b", &Digest::of(b"b")),
+        Err(StoreError::CorruptTags { .. })
+    ));
 }
 
 // ------------------------------------------------------------------ records
@@ -255,16 +330,26 @@ fn records_round_trip() {
     let (_t, store) = store();
     let key = "0123456789abcdef";
     assert_eq!(store.cache_get(key).unwrap(), None);
-    let rec = CacheRecord { refs: vec![Digest::of(b"x")], value: json!({"snapshot": "s", "n": [1, 2]}), created_unix: 1_700_000_000 };
+    let rec = CacheRecord {
+        refs: vec![Digest::of(b"x")],
+        value: json!({"snapshot": "s", "n": [1, 2]}),
+        created_unix: 1_700_000_000,
+    };
     store.cache_put(key, &rec).unwrap();
     assert_eq!(store.cache_get(key).unwrap(), Some(rec.clone()));
-    assert!(store.root().join("records/v1/01/0123456789abcdef.json").is_file());
+    assert!(store
+        .root()
+        .join("records/v1/01/0123456789abcdef.json")
+        .is_file());
     let rec2 = CacheRecord::new(vec![], json!(null));
     assert!(rec2.created_unix > 1_700_000_000);
     store.cache_put(key, &rec2).unwrap();
     assert_eq!(store.cache_get(key).unwrap(), Some(rec2));
     store.cache_put("ff00", &rec).unwrap();
-    assert_eq!(store.cache_keys().unwrap(), vec![key.to_string(), "ff00".to_string()]);
+    assert_eq!(
+        store.cache_keys().unwrap(),
+        vec![key.to_string(), "ff00".to_string()]
+    );
     assert!(store.cache_remove(key).unwrap());
     assert!(!store.cache_remove(key).unwrap());
     assert_eq!(store.cache_get(key).unwrap(), None);
@@ -276,12 +361,29 @@ fn bad_keys_and_unparsable_records() {
     let (_t, store) = store();
     let rec = CacheRecord::new(vec![], json!(1));
     for bad in ["", "a", "ABCD", "../etc", "zz", &"a".repeat(129)] {
-        assert!(matches!(store.cache_put(bad, &rec), Err(StoreError::InvalidKey { .. })), "{bad:?}");
-        assert!(matches!(store.cache_get(bad), Err(StoreError::InvalidKey { .. })), "{bad:?}");
+        assert!(
+            matches!(
+                store.cache_put(bad, &rec),
+                Err(StoreError::InvalidKey { .. })
+            ),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(store.cache_get(bad), Err(StoreError::InvalidKey { .. })),
+            "{bad:?}"
+        );
     }
     store.cache_put("abcd", &rec).unwrap();
-    fs::write(store.root().join("records/v1/ab/abcd.json"), b"{\"refs\": [tru").unwrap();
-    assert_eq!(store.cache_get("abcd").unwrap(), None, "an unparsable record reads as missing");
+    fs::write(
+        store.root().join("records/v1/ab/abcd.json"),
+        b"{\"refs\": [tru",
+    )
+    .unwrap();
+    assert_eq!(
+        store.cache_get("abcd").unwrap(),
+        None,
+        "an unparsable record reads as missing"
+    );
 }
 
 // ------------------------------------------------------------------ state and cache mounts
@@ -292,7 +394,10 @@ fn state_files() {
     assert_eq!(store.read_state("stat-cache").unwrap(), None);
     store.write_state("stat-cache", b"v1").unwrap();
     store.write_state("stat-cache", b"v2").unwrap();
-    assert_eq!(store.read_state("stat-cache").unwrap(), Some(b"v2".to_vec()));
+    assert_eq!(
+        store.read_state("stat-cache").unwrap(),
+        Some(b"v2".to_vec())
+    );
     assert_eq!(fs::read(store.state_path("stat-cache")).unwrap(), b"v2");
     // Any name maps to one file directly inside the state dir.
     let state_dir = store.root().join("state/v1");
@@ -300,7 +405,10 @@ fn state_files() {
         let p = store.state_path(name);
         assert_eq!(p.parent().unwrap(), state_dir, "{name:?} -> {p:?}");
         store.write_state(name, name.as_bytes()).unwrap();
-        assert_eq!(store.read_state(name).unwrap(), Some(name.as_bytes().to_vec()));
+        assert_eq!(
+            store.read_state(name).unwrap(),
+            Some(name.as_bytes().to_vec())
+        );
     }
     assert_ne!(store.state_path("a/b"), store.state_path("a_b"));
     assert_eq!(entries(&state_dir).len(), 7);

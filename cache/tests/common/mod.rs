@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use forge_cache::{OpenOptions, Store};
-use forge_oci::{image::to_canonical_json, media, Descriptor, Digest, ImageConfig, Manifest, Platform};
+use forge_oci::{
+    image::to_canonical_json, media, Descriptor, Digest, ImageConfig, Manifest, Platform,
+};
 
 /// A fresh store in a temp dir (durable writes on, as in production).
 pub fn store() -> (tempfile::TempDir, Store) {
@@ -19,7 +21,8 @@ pub fn store() -> (tempfile::TempDir, Store) {
 /// A fresh store with fsync turned off, for tests that write a lot.
 pub fn fast_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(&dir.path().join("store"), &OpenOptions { durable: false }).expect("open store");
+    let store = Store::open_with(&dir.path().join("store"), &OpenOptions { durable: false })
+        .expect("open store");
     (dir, store)
 }
 
@@ -40,14 +43,23 @@ pub fn put_image(store: &Store, layers: &[&[u8]], created: &str) -> TestImage {
     put_image_for(store, layers, created, &Platform::host())
 }
 
-pub fn put_image_for(store: &Store, layers: &[&[u8]], created: &str, platform: &Platform) -> TestImage {
+pub fn put_image_for(
+    store: &Store,
+    layers: &[&[u8]],
+    created: &str,
+    platform: &Platform,
+) -> TestImage {
     let mut layer_digests = Vec::new();
     let mut sizes = Vec::new();
     let mut diff_ids = Vec::new();
     let mut descs = Vec::new();
     for l in layers {
         let d = store.put_blob_bytes(l).unwrap();
-        descs.push(Descriptor::new(media::OCI_LAYER_GZIP, d.clone(), l.len() as u64));
+        descs.push(Descriptor::new(
+            media::OCI_LAYER_GZIP,
+            d.clone(),
+            l.len() as u64,
+        ));
         layer_digests.push(d);
         sizes.push(l.len() as u64);
         diff_ids.push(Digest::of(&[b"diff:".as_slice(), l].concat()));
@@ -81,7 +93,9 @@ pub fn put_image_for(store: &Store, layers: &[&[u8]], created: &str, platform: &
 pub fn put_snapshots(store: &Store, img: &TestImage) {
     for (i, d) in img.diff_ids.iter().enumerate() {
         store
-            .create_snapshot(d, |dir| fs::write(dir.join(format!("layer{i}")), d.to_string()))
+            .create_snapshot(d, |dir| {
+                fs::write(dir.join(format!("layer{i}")), d.to_string())
+            })
             .unwrap();
     }
 }
