@@ -167,13 +167,17 @@ impl Node {
         Span::new(start, end, piece.line, column, piece.line)
     }
 
-    /// The span of the first occurrence of `needle` in the arguments text, or of the whole
-    /// instruction when it cannot be found.
+    /// The span of the first occurrence of `needle` in the arguments text (or else anywhere
+    /// after the keyword), or of the whole instruction when it cannot be found.
     pub fn span_of_text(&self, needle: &str) -> Span {
         if !needle.is_empty() {
-            if let Some(tail) = self.original.get(self.rest_offset..) {
-                if let Some(pos) = tail.find(needle) {
-                    let s = self.rest_offset + pos;
+            let kw_end = self
+                .keyword_span
+                .end
+                .saturating_sub(self.keyword_span.start);
+            for from in [self.rest_offset, kw_end] {
+                if let Some(pos) = self.original.get(from..).and_then(|tail| tail.find(needle)) {
+                    let s = from + pos;
                     return self.span_of(s..s + needle.len());
                 }
             }
@@ -777,7 +781,7 @@ fn node_from_line(
         }
         "onbuild" => {
             if !rest.is_empty() {
-                let sub: Vec<Piece> = shift_pieces(pieces, rest_offset);
+                let sub: Vec<Piece> = shift_pieces(pieces, rest_offset, line);
                 let inner = node_from_line(rest, escape, Vec::new(), &sub)?;
                 node.json = inner.json;
                 node.nested = Some(Box::new(inner));
@@ -789,7 +793,7 @@ fn node_from_line(
 }
 
 /// Pieces for a sub-line that starts at `offset` of the parent's logical line.
-fn shift_pieces(pieces: &[Piece], offset: usize) -> Vec<Piece> {
+fn shift_pieces(pieces: &[Piece], offset: usize, line: &str) -> Vec<Piece> {
     let mut out = Vec::new();
     for (i, p) in pieces.iter().enumerate() {
         let next = pieces.get(i + 1).map(|n| n.logical).unwrap_or(usize::MAX);
@@ -797,11 +801,15 @@ fn shift_pieces(pieces: &[Piece], offset: usize) -> Vec<Piece> {
             continue;
         }
         if p.logical <= offset {
+            let skipped = line
+                .get(p.logical..offset)
+                .map(|s| s.chars().count())
+                .unwrap_or(0);
             out.push(Piece {
                 logical: 0,
                 source: p.source + (offset - p.logical),
                 line: p.line,
-                column: p.column,
+                column: p.column + skipped,
             });
         } else {
             out.push(Piece {

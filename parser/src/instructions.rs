@@ -56,6 +56,8 @@ pub struct Stage {
     /// The `FROM` line's original text.
     pub source: String,
     pub instructions: Vec<Instruction>,
+    /// A doc comment: the text after `# <name> ` in the comments right above the `FROM`.
+    pub doc: Option<String>,
 }
 
 /// One instruction with where it came from.
@@ -154,6 +156,9 @@ pub struct Run {
     pub network: Option<NetworkMode>,
     /// `--security=sandbox|insecure`.
     pub security: Option<SecurityMode>,
+    /// The `--mount` values as written; [`InstructionKind::expand`] parses them again after
+    /// variable expansion (values holding `$` are validated only then).
+    pub raw_mounts: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,12 +229,15 @@ pub struct KeyValue {
 pub struct ArgDef {
     pub name: String,
     pub default: Option<String>,
+    /// A doc comment: the text after `# <name> ` in the comments right above the `ARG`.
+    pub doc: Option<String>,
 }
 
 /// Fields shared by COPY and ADD.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CopyCommon {
-    /// Sources as written (may be heredoc names when `heredocs` is not empty).
+    /// Source paths as written. Heredoc sources (`COPY <<EOF /dst`) are not listed here but in
+    /// `heredocs`, whose `name` is the file name they get under `dest`.
     pub sources: Vec<String>,
     pub dest: String,
     pub heredocs: Vec<Heredoc>,

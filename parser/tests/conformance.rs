@@ -5,7 +5,11 @@
 mod common;
 #[path = "conformance/parser_corpus.rs"]
 mod parser_corpus;
+#[path = "conformance/instructions.rs"]
+mod instructions;
 #[path = "conformance/shell.rs"]
 mod shell;
 #[path = "conformance/dockerignore.rs"]
 mod dockerignore;
+#[path = "conformance/dockerfile2llb.rs"]
+mod dockerfile2llb;
