@@ -4,6 +4,7 @@ pub mod ast;
 pub mod convert;
 pub mod diagnostic;
 pub mod dockerignore;
+mod expand;
 pub mod instructions;
 pub mod resolve;
 pub mod shell;
