@@ -30,7 +30,15 @@ use crate::syscall::{LinuxSyscall, Syscall};
 
 /// Entry point of the helper; returns the helper's exit code.
 pub(crate) fn helper_main() -> i32 {
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
     if fd < 0 {
         return 2;
@@ -98,7 +106,8 @@ fn run(request: &Request, control: RawFd, already_cancelled: bool) -> HResult<Ex
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(HelperError::sys("pipe2", std::io::Error::last_os_error()));
     }
-    let (report_rd, report_wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (report_rd, report_wr) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(HelperError::sys("fork", std::io::Error::last_os_error()));
@@ -302,7 +311,10 @@ fn init_main(
         let mut status = 0;
         let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
         if reaped == pid {
-            send(&report, &ChildReport::Exited(ExitStatus::from_wait_status(status)));
+            send(
+                &report,
+                &ChildReport::Exited(ExitStatus::from_wait_status(status)),
+            );
             // Exiting kills whatever the command left running in the pid namespace.
             unsafe { libc::_exit(0) }
         }

@@ -69,8 +69,8 @@
 //! Syscalls that build the sandbox go through the [`Syscall`] trait, so the setup sequence is
 //! unit-tested with a recording fake; `tests/` runs the real thing.
 
-mod caps;
 mod cancel;
+mod caps;
 mod error;
 mod etcfiles;
 mod helper;
@@ -86,8 +86,8 @@ mod stubs;
 pub mod syscall;
 mod user;
 
-pub use caps::{cap, mask as capability_mask, DEFAULT_CAPABILITIES};
 pub use cancel::CancelToken;
+pub use caps::{cap, mask as capability_mask, DEFAULT_CAPABILITIES};
 pub use error::SandboxError;
 pub use overlay::overlay_supported;
 pub use process::DEFAULT_PATH;

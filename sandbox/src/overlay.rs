@@ -68,7 +68,11 @@ fn probe(scratch: &Path) -> bool {
     let lowers = [l1.clone(), l2.clone()];
     let Ok(datas) = extras
         .iter()
-        .map(|e| overlay_data(&lowers, &upper, &work, e).map_err(|_| ()).and_then(|d| CString::new(d).map_err(|_| ())))
+        .map(|e| {
+            overlay_data(&lowers, &upper, &work, e)
+                .map_err(|_| ())
+                .and_then(|d| CString::new(d).map_err(|_| ()))
+        })
         .collect::<Result<Vec<CString>, ()>>()
     else {
         return false;

@@ -128,8 +128,9 @@ pub(crate) fn drop_privileges(
     sys.set_keepcaps(true).ctx(|| "PR_SET_KEEPCAPS".into())?;
     if let Err(e) = sys.setgroups(&id.groups) {
         // With a single-id user namespace map, setgroups is denied; that only matters when
-        // there are supplementary groups to set.
-        if !(id.groups.is_empty() && e.raw_os_error() == Some(libc::EPERM)) {
+        // there are groups to set beyond the primary one.
+        let only_primary = id.groups.iter().all(|g| *g == id.gid);
+        if !(only_primary && e.raw_os_error() == Some(libc::EPERM)) {
             return Err(HelperError::sys(format!("setgroups {:?}", id.groups), e));
         }
     }
@@ -165,7 +166,10 @@ pub(crate) fn setup_stdin(data: Option<&[u8]>) -> HResult<()> {
             let name = cstring("forge-stdin").expect("static name");
             let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
             if fd < 0 {
-                return Err(HelperError::sys("memfd_create", std::io::Error::last_os_error()));
+                return Err(HelperError::sys(
+                    "memfd_create",
+                    std::io::Error::last_os_error(),
+                ));
             }
             let mut written = 0;
             while written < data.len() {
@@ -182,7 +186,10 @@ pub(crate) fn setup_stdin(data: Option<&[u8]>) -> HResult<()> {
                 written += n as usize;
             }
             if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
-                return Err(HelperError::sys("rewinding stdin", std::io::Error::last_os_error()));
+                return Err(HelperError::sys(
+                    "rewinding stdin",
+                    std::io::Error::last_os_error(),
+                ));
             }
             fd
         }
@@ -190,13 +197,19 @@ pub(crate) fn setup_stdin(data: Option<&[u8]>) -> HResult<()> {
             let path = cstring("/dev/null").expect("static path");
             let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
             if fd < 0 {
-                return Err(HelperError::sys("opening /dev/null", std::io::Error::last_os_error()));
+                return Err(HelperError::sys(
+                    "opening /dev/null",
+                    std::io::Error::last_os_error(),
+                ));
             }
             fd
         }
     };
     if unsafe { libc::dup2(fd, 0) } < 0 {
-        return Err(HelperError::sys("dup2 stdin", std::io::Error::last_os_error()));
+        return Err(HelperError::sys(
+            "dup2 stdin",
+            std::io::Error::last_os_error(),
+        ));
     }
     unsafe { libc::close(fd) };
     Ok(())
@@ -361,7 +374,7 @@ mod tests {
         let root = Identity {
             uid: 0,
             gid: 0,
-            groups: vec![],
+            groups: vec![0],
             home: None,
         };
         drop_privileges(&sys, &root, None, 40).unwrap();

@@ -214,11 +214,17 @@ mod tests {
         let text = "alice:100000:65536\n1001:200000:1000\nbob:300000:0\n";
         assert_eq!(
             find_subid_range(text, Some("alice"), 1000),
-            Some(SubIdRange { start: 100000, count: 65536 })
+            Some(SubIdRange {
+                start: 100000,
+                count: 65536
+            })
         );
         assert_eq!(
             find_subid_range(text, Some("carol"), 1001),
-            Some(SubIdRange { start: 200000, count: 1000 })
+            Some(SubIdRange {
+                start: 200000,
+                count: 1000
+            })
         );
         assert_eq!(find_subid_range(text, Some("bob"), 1002), None);
         assert_eq!(find_subid_range(text, None, 7), None);

@@ -265,12 +265,19 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
     if spec.hostname.is_empty() || spec.hostname.len() > 64 || spec.hostname.contains('\0') {
         return bad(format!("invalid hostname {:?}", spec.hostname));
     }
-    if let Some(kv) = spec.env.iter().find(|kv| !kv.contains('=') || kv.starts_with('=')) {
+    if let Some(kv) = spec
+        .env
+        .iter()
+        .find(|kv| !kv.contains('=') || kv.starts_with('='))
+    {
         return bad(format!("environment entry {kv:?} is not KEY=VALUE"));
     }
     for m in &spec.mounts {
         if !m.target.starts_with('/') || clean_abs(&m.target) == Path::new("/") {
-            return bad(format!("mount target {:?} must be an absolute path below /", m.target));
+            return bad(format!(
+                "mount target {:?} must be an absolute path below /",
+                m.target
+            ));
         }
     }
     match &spec.rootfs {
@@ -306,20 +313,51 @@ mod tests {
     fn validation_rejects_bad_specs() {
         assert!(validate(&spec()).is_ok());
         let cases: Vec<(RunSpec, &str)> = vec![
-            (RunSpec { args: vec![], ..spec() }, "empty command"),
-            (RunSpec { cwd: "rel".into(), ..spec() }, "not absolute"),
-            (RunSpec { hostname: "".into(), ..spec() }, "hostname"),
-            (RunSpec { env: vec!["NOEQUALS".into()], ..spec() }, "KEY=VALUE"),
             (
                 RunSpec {
-                    mounts: vec![Mount { target: "/..".into(), kind: MountKind::Tmpfs { size: None } }],
+                    args: vec![],
+                    ..spec()
+                },
+                "empty command",
+            ),
+            (
+                RunSpec {
+                    cwd: "rel".into(),
+                    ..spec()
+                },
+                "not absolute",
+            ),
+            (
+                RunSpec {
+                    hostname: "".into(),
+                    ..spec()
+                },
+                "hostname",
+            ),
+            (
+                RunSpec {
+                    env: vec!["NOEQUALS".into()],
+                    ..spec()
+                },
+                "KEY=VALUE",
+            ),
+            (
+                RunSpec {
+                    mounts: vec![Mount {
+                        target: "/..".into(),
+                        kind: MountKind::Tmpfs { size: None },
+                    }],
                     ..spec()
                 },
                 "below /",
             ),
             (
                 RunSpec {
-                    rootfs: Rootfs::Overlay { lower: vec![], upper: "/u".into(), work: "/w".into() },
+                    rootfs: Rootfs::Overlay {
+                        lower: vec![],
+                        upper: "/u".into(),
+                        work: "/w".into(),
+                    },
                     ..spec()
                 },
                 "lower",

@@ -63,7 +63,11 @@ pub(crate) struct OverlayFeatures {
 impl OverlayFeatures {
     /// Each overlay option has a module parameter of the same name.
     pub(crate) fn detect() -> OverlayFeatures {
-        let param = |name: &str| Path::new("/sys/module/overlay/parameters").join(name).exists();
+        let param = |name: &str| {
+            Path::new("/sys/module/overlay/parameters")
+                .join(name)
+                .exists()
+        };
         OverlayFeatures {
             redirect_dir: param("redirect_dir"),
             metacopy: param("metacopy"),
@@ -138,7 +142,9 @@ fn mount_overlay(
     target: &Path,
 ) -> HResult<()> {
     if lower.is_empty() {
-        return Err(HelperError::Spec("overlay rootfs needs at least one lower directory".into()));
+        return Err(HelperError::Spec(
+            "overlay rootfs needs at least one lower directory".into(),
+        ));
     }
     let mut candidates: Vec<Vec<&str>> = Vec::new();
     let userxattr: &[&str] = if ctx.userns { &["userxattr"] } else { &[] };
@@ -196,7 +202,13 @@ fn mount_overlay(
                 errno: libc::E2BIG,
             });
         }
-        match sys.mount(Some(Path::new("overlay")), target, Some("overlay"), 0, Some(&data)) {
+        match sys.mount(
+            Some(Path::new("overlay")),
+            target,
+            Some("overlay"),
+            0,
+            Some(&data),
+        ) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some((data, e)),
             Err(e) => {
@@ -259,7 +271,14 @@ pub(crate) fn setup_rootfs(
 ) -> HResult<()> {
     sys.unshare(libc::CLONE_NEWNS)
         .ctx(|| "unshare(CLONE_NEWNS)".into())?;
-    mount(sys, None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    mount(
+        sys,
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
     mount(
         sys,
         Some("tmpfs"),
@@ -270,8 +289,10 @@ pub(crate) fn setup_rootfs(
     )?;
     let root = ctx.root();
     let files = ctx.files();
-    sys.mkdir(&root, 0o755).ctx(|| format!("mkdir {}", root.display()))?;
-    sys.mkdir(&files, 0o700).ctx(|| format!("mkdir {}", files.display()))?;
+    sys.mkdir(&root, 0o755)
+        .ctx(|| format!("mkdir {}", root.display()))?;
+    sys.mkdir(&files, 0o700)
+        .ctx(|| format!("mkdir {}", files.display()))?;
 
     let overlay_dirs = match &spec.rootfs {
         Rootfs::Overlay { lower, upper, work } => {
@@ -285,8 +306,8 @@ pub(crate) fn setup_rootfs(
     };
     let mut tracker = StubTracker::new(&root, overlay_dirs, stubs);
     let mut place = |sys: &dyn Syscall, target: &str, kind: StubKind| -> HResult<PathBuf> {
-        let rel = resolve_in_root(&root, target)
-            .ctx(|| format!("resolving {target} in the rootfs"))?;
+        let rel =
+            resolve_in_root(&root, target).ctx(|| format!("resolving {target} in the rootfs"))?;
         tracker.ensure(sys, &rel, kind)
     };
 
@@ -418,7 +439,8 @@ pub(crate) fn setup_rootfs(
 
     // pivot_root(".", ".") stacks the old root on top of the new one; a lazy unmount of "."
     // then detaches it, leaving no host path reachable.
-    sys.chdir(&root).ctx(|| format!("chdir {}", root.display()))?;
+    sys.chdir(&root)
+        .ctx(|| format!("chdir {}", root.display()))?;
     sys.pivot_root(Path::new("."), Path::new("."))
         .ctx(|| format!("pivot_root into {}", root.display()))?;
     sys.umount2(Path::new("."), libc::MNT_DETACH)
@@ -447,13 +469,23 @@ fn mount_dev(sys: &dyn Syscall, dev: &Path) -> HResult<()> {
         bind(sys, &host, &node, false)?;
     }
     let pts = dev.join("pts");
-    sys.mkdir(&pts, 0o755).ctx(|| format!("mkdir {}", pts.display()))?;
+    sys.mkdir(&pts, 0o755)
+        .ctx(|| format!("mkdir {}", pts.display()))?;
     let pts_flags = libc::MS_NOSUID | libc::MS_NOEXEC;
     let with_gid = "newinstance,ptmxmode=0666,mode=0620,gid=5";
-    if let Err(e) = sys.mount(Some(Path::new("devpts")), &pts, Some("devpts"), pts_flags, Some(with_gid)) {
+    if let Err(e) = sys.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        pts_flags,
+        Some(with_gid),
+    ) {
         // gid 5 (tty) may be unmapped in a user namespace.
         if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EPERM)) {
-            return Err(HelperError::sys(format!("mounting devpts on {}", pts.display()), e));
+            return Err(HelperError::sys(
+                format!("mounting devpts on {}", pts.display()),
+                e,
+            ));
         }
         mount(
             sys,
@@ -465,7 +497,8 @@ fn mount_dev(sys: &dyn Syscall, dev: &Path) -> HResult<()> {
         )?;
     }
     let shm = dev.join("shm");
-    sys.mkdir(&shm, 0o1777).ctx(|| format!("mkdir {}", shm.display()))?;
+    sys.mkdir(&shm, 0o1777)
+        .ctx(|| format!("mkdir {}", shm.display()))?;
     mount(
         sys,
         Some("shm"),
@@ -503,6 +536,9 @@ fn mount_sys(sys: &dyn Syscall, target: &Path, insecure: bool) -> HResult<()> {
             }
             Ok(())
         }
-        Err(e) => Err(HelperError::sys(format!("mounting sysfs on {}", target.display()), e)),
+        Err(e) => Err(HelperError::sys(
+            format!("mounting sysfs on {}", target.display()),
+            e,
+        )),
     }
 }

@@ -250,7 +250,11 @@ mod tests {
             .ensure(&LinuxSyscall, Path::new("etc/hosts"), StubKind::File)
             .unwrap();
         tracker
-            .ensure(&LinuxSyscall, Path::new("run/secrets/token"), StubKind::File)
+            .ensure(
+                &LinuxSyscall,
+                Path::new("run/secrets/token"),
+                StubKind::File,
+            )
             .unwrap();
         // Existing paths are not stubs.
         tracker
@@ -299,9 +303,13 @@ mod tests {
         }
         std::fs::remove_dir(upper.join("etc")).unwrap();
         let mut stubs = Vec::new();
-        StubTracker::new(&merged, Some((upper.clone(), vec![lower.clone()])), &mut stubs)
-            .ensure(&LinuxSyscall, Path::new("etc/hosts"), StubKind::File)
-            .unwrap();
+        StubTracker::new(
+            &merged,
+            Some((upper.clone(), vec![lower.clone()])),
+            &mut stubs,
+        )
+        .ensure(&LinuxSyscall, Path::new("etc/hosts"), StubKind::File)
+        .unwrap();
         assert_eq!(stubs[0].copied_up, vec![PathBuf::from("etc")]);
         std::fs::create_dir(upper.join("etc")).unwrap();
         std::fs::write(upper.join("etc/hosts"), "").unwrap();

@@ -457,7 +457,10 @@ pub(crate) mod testing {
             self.record(Call::MakeReadonly(target.to_path_buf(), recursive))
         }
         fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
-            self.record(Call::PivotRoot(new_root.to_path_buf(), put_old.to_path_buf()))
+            self.record(Call::PivotRoot(
+                new_root.to_path_buf(),
+                put_old.to_path_buf(),
+            ))
         }
         fn chdir(&self, path: &Path) -> io::Result<()> {
             self.record(Call::Chdir(path.to_path_buf()))

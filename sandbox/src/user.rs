@@ -1,6 +1,7 @@
 //! `USER` resolution against the rootfs's `/etc/passwd` and `/etc/group`, with the semantics of
 //! runc/BuildKit: `name`, `uid`, `name:group`, `uid:gid`; a numeric uid need not exist; names must;
-//! supplementary groups come from `/etc/group` memberships when no group is given.
+//! supplementary groups come from `/etc/group` memberships when no group is given, always
+//! preceded by the primary group.
 
 /// The identity the command runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,12 @@ fn parse_group(text: &str) -> Vec<GroupEntry<'_>> {
                 gid: f[2].parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -125,6 +131,11 @@ pub(crate) fn resolve(
             }
         }
     }
+    // The primary group is always a supplementary group too (BuildKit and containerd prepend
+    // it, so that `id` and access checks agree).
+    if !supplementary.contains(&gid) {
+        supplementary.insert(0, gid);
+    }
     Ok(Identity {
         uid,
         gid,
@@ -168,14 +179,14 @@ mod tests {
     }
 
     user_table! {
-        default_is_root: None => Ok(id(0, 0, &[], Some("/root")));
-        name: Some("alice") => Ok(id(1000, 1000, &[10, 29], Some("/home/alice")));
-        uid_in_passwd: Some("1000") => Ok(id(1000, 1000, &[10, 29], Some("/home/alice")));
-        uid_not_in_passwd: Some("4242") => Ok(id(4242, 0, &[], None));
-        uid_gid: Some("4242:4343") => Ok(id(4242, 4343, &[], None));
-        name_group_name: Some("alice:staff") => Ok(id(1000, 50, &[], Some("/home/alice")));
-        name_numeric_group: Some("alice:7") => Ok(id(1000, 7, &[], Some("/home/alice")));
-        empty_home_is_none: Some("nohome") => Ok(id(1002, 1002, &[], None));
+        default_is_root: None => Ok(id(0, 0, &[0], Some("/root")));
+        name: Some("alice") => Ok(id(1000, 1000, &[1000, 10, 29], Some("/home/alice")));
+        uid_in_passwd: Some("1000") => Ok(id(1000, 1000, &[1000, 10, 29], Some("/home/alice")));
+        uid_not_in_passwd: Some("4242") => Ok(id(4242, 0, &[0], None));
+        uid_gid: Some("4242:4343") => Ok(id(4242, 4343, &[4343], None));
+        name_group_name: Some("alice:staff") => Ok(id(1000, 50, &[50], Some("/home/alice")));
+        name_numeric_group: Some("alice:7") => Ok(id(1000, 7, &[7], Some("/home/alice")));
+        empty_home_is_none: Some("nohome") => Ok(id(1002, 1002, &[1002], None));
         unknown_user: Some("mallory") => Err("unable to find user mallory: no matching entries in passwd file".to_string());
         unknown_group: Some("alice:nogroup") => Err("unable to find group nogroup: no matching entries in group file".to_string());
     }
@@ -186,7 +197,10 @@ mod tests {
             resolve(Some("alice"), None, None),
             Err("unable to find user alice: no /etc/passwd in the rootfs".to_string())
         );
-        assert_eq!(resolve(Some("12:34"), None, None), Ok(id(12, 34, &[], None)));
-        assert_eq!(resolve(None, None, None), Ok(id(0, 0, &[], None)));
+        assert_eq!(
+            resolve(Some("12:34"), None, None),
+            Ok(id(12, 34, &[34], None))
+        );
+        assert_eq!(resolve(None, None, None), Ok(id(0, 0, &[0], None)));
     }
 }
