@@ -41,7 +41,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::instructions::{Dockerfile, InstructionKind};
+use crate::convert::values::format_go_duration;
+use crate::instructions::{Dockerfile, Healthcheck, InstructionKind};
 use crate::shell::{EnvLookup, ExpandError, Lexer};
 use crate::span::Span;
 
@@ -325,6 +326,34 @@ pub fn add_env(env: &mut Vec<String>, key: &str, value: &str) {
 /// Splits `KEY=VALUE` at the first `=`; a string without `=` is a key with an empty value.
 pub fn parse_key_value(entry: &str) -> (&str, &str) {
     entry.split_once('=').unwrap_or((entry, ""))
+}
+
+/// The image-history `created_by` text BuildKit records for a HEALTHCHECK: Go's `%+v` of the
+/// health config, durations in Go's notation (`HEALTHCHECK {Test:[CMD-SHELL curl -f x]
+/// Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}`).
+pub fn healthcheck_history(health: &Healthcheck) -> String {
+    let (test, times, retries) = match health {
+        Healthcheck::None => (vec!["NONE".to_string()], [None; 4], None),
+        Healthcheck::Check {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => (
+            test.clone(),
+            [*interval, *timeout, *start_period, *start_interval],
+            *retries,
+        ),
+    };
+    let [interval, timeout, start_period, start_interval] =
+        times.map(|t| format_go_duration(t.unwrap_or(0)));
+    format!(
+        "HEALTHCHECK {{Test:[{}] Interval:{interval} Timeout:{timeout} StartPeriod:{start_period} StartInterval:{start_interval} Retries:{}}}",
+        test.join(" "),
+        retries.unwrap_or(0)
+    )
 }
 
 /// Why a build cannot be planned.
@@ -1226,6 +1255,245 @@ mod tests {
                 ("no_proxy".to_string(), "localhost".to_string()),
             ]
         );
+    }
+
+    fn build(
+        src: &str,
+        args: &[(&str, &str)],
+        target: Option<&str>,
+    ) -> Result<ResolvedBuild, ResolveError> {
+        let df = crate::parse_dockerfile(src).expect("test Dockerfile parses");
+        let opts = BuildOptions {
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            target: target.map(String::from),
+            target_platform: PlatformSpec::parse("linux/arm64").unwrap(),
+            build_platform: PlatformSpec::parse("linux/amd64").unwrap(),
+        };
+        resolve(&df, &opts)
+    }
+
+    /// `base!(name, dockerfile, [build args], expected base name of the last stage)`.
+    macro_rules! base {
+        ($name:ident, $src:expr, [$(($k:expr, $v:expr)),*], $expected:expr) => {
+            #[test]
+            fn $name() {
+                let b = build($src, &[$(($k, $v)),*], None).unwrap();
+                assert_eq!(b.stages.last().unwrap().base_name, $expected);
+            }
+        };
+    }
+
+    /// `rejects!(name, dockerfile, target, message)`: resolution fails with exactly `message`.
+    macro_rules! rejects {
+        ($name:ident, $src:expr, $target:expr, $msg:expr) => {
+            #[test]
+            fn $name() {
+                let err = build($src, &[], $target).unwrap_err();
+                assert_eq!(err.to_string(), $msg);
+            }
+        };
+    }
+
+    base!(
+        meta_arg_default,
+        "ARG TAG=3.19\nFROM alpine:$TAG\n",
+        [],
+        "alpine:3.19"
+    );
+    base!(
+        meta_arg_overridden,
+        "ARG TAG=3.19\nFROM alpine:$TAG\n",
+        [("TAG", "edge")],
+        "alpine:edge"
+    );
+    base!(meta_args_chain, "ARG A=x\nARG B=${A}y\nFROM $B\n", [], "xy");
+    base!(
+        meta_arg_quotes_removed,
+        "ARG IMG=\"busy box\"\nFROM \"$IMG\"\n",
+        [],
+        "busy box"
+    );
+    base!(
+        builtin_in_from,
+        "FROM img:$TARGETARCH-$BUILDARCH\n",
+        [],
+        "img:arm64-amd64"
+    );
+    base!(
+        builtin_overridden,
+        "FROM img:$TARGETARCH\n",
+        [("TARGETARCH", "s390x")],
+        "img:s390x"
+    );
+    base!(
+        target_stage_builtin,
+        "FROM a AS one\nFROM img:$TARGETSTAGE AS two\n",
+        [],
+        "img:two"
+    );
+    base!(
+        meta_arg_without_default_is_unset,
+        "ARG NOPE\nFROM img${NOPE:-:fallback}\n",
+        [],
+        "img:fallback"
+    );
+
+    rejects!(
+        blank_base,
+        "FROM ${BLANK} AS foo\n",
+        None,
+        "base name (${BLANK}) should not be blank"
+    );
+    rejects!(
+        unknown_target_suggests,
+        "FROM a AS build\nFROM b AS test\n",
+        Some("buidl"),
+        "target stage \"buidl\" could not be found (did you mean build?)"
+    );
+    rejects!(
+        unknown_target_no_hint,
+        "FROM a AS build\n",
+        Some("zzzzzz"),
+        "target stage \"zzzzzz\" could not be found"
+    );
+    rejects!(from_expansion, "FROM a AS x\nFROM b\nCOPY --from=$X f /\n", None,
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround");
+    rejects!(
+        bad_index,
+        "FROM a\nFROM b\nCOPY --from=5 f /\n",
+        None,
+        "invalid stage index 5"
+    );
+    rejects!(
+        self_cycle,
+        "FROM busybox AS s0\nCOPY --from=s0 f /\n",
+        None,
+        "circular dependency detected on stage: s0"
+    );
+    rejects!(
+        copy_from_later,
+        "FROM a AS one\nCOPY --from=two f /\nFROM b AS two\nFROM c\nCOPY --from=one f /\n",
+        None,
+        "cannot copy from stage \"two\", it needs to be defined before current stage \"one\""
+    );
+    rejects!(
+        copy_url,
+        "FROM a\nCOPY https://example.com/x /\n",
+        None,
+        "source can't be a URL for COPY"
+    );
+    rejects!(
+        blank_platform,
+        "FROM --platform=$NOPE a\n",
+        None,
+        "empty platform value from expression $NOPE"
+    );
+
+    #[test]
+    fn stage_references_and_reachability() {
+        let src = "FROM golang AS Build\nRUN make\n\
+                   FROM alpine AS unused\n\
+                   FROM build AS test\nRUN --mount=type=cache,target=/c,from=BUILD go test\n\
+                   FROM scratch\nCOPY --from=0 /bin /bin\nCOPY --from=test /r /r\nCOPY --from=nginx:1 /etc /etc\n";
+        let b = build(src, &[("UNUSED_ARG", "1"), ("http_proxy", "p")], None).unwrap();
+        assert_eq!(b.target, 3);
+        assert_eq!(b.stages[2].base, StageBase::Stage(0));
+        assert_eq!(b.stages[3].base, StageBase::Scratch);
+        assert_eq!(b.stages[2].stage_dependencies(), BTreeSet::from([0]));
+        assert_eq!(b.stages[3].stage_dependencies(), BTreeSet::from([0, 2]));
+        assert_eq!(b.build_order, [0, 2, 3], "the unused stage is never built");
+        assert_eq!(b.images, ["golang", "nginx:1"]);
+        assert_eq!(b.unused_build_args, ["UNUSED_ARG"]);
+        assert_eq!(b.stages[1].display_name, "unused");
+    }
+
+    #[test]
+    fn from_matches_stage_names_exactly_and_only_earlier_ones() {
+        let b = build(
+            "FROM a AS base\nFROM Base\nFROM later\nFROM b AS later\n",
+            &[],
+            Some("LATER"),
+        )
+        .unwrap();
+        assert_eq!(b.stages[1].base, StageBase::Image("Base".into()));
+        assert_eq!(b.stages[2].base, StageBase::Image("later".into()));
+        assert_eq!(b.target, 3, "targets match case-insensitively");
+    }
+
+    #[test]
+    fn forward_copy_in_unreachable_stage_is_fine() {
+        let b = build(
+            "FROM a AS one\nCOPY --from=two f /\nFROM b AS two\nFROM c\n",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(b.build_order, [3 - 1]);
+    }
+
+    #[test]
+    fn platform_flag_expands_builtins() {
+        let b = build(
+            "FROM --platform=$BUILDPLATFORM golang AS b\nFROM --platform=linux/arm/v6 x\n",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            b.stages[0]
+                .platform
+                .as_ref()
+                .map(|p| p.to_string())
+                .as_deref(),
+            Some("linux/amd64")
+        );
+        assert_eq!(
+            b.stages[1]
+                .platform
+                .as_ref()
+                .map(|p| p.to_string())
+                .as_deref(),
+            Some("linux/arm/v6")
+        );
+    }
+
+    #[test]
+    fn scope_from_resolved_build_inherits_meta_args_on_request() {
+        let src = "ARG V=1.0\nFROM a\nARG V\nARG TARGETOS\nARG W=$V-$TARGETOS\nENV V=env\n";
+        let df = crate::parse_dockerfile(src).unwrap();
+        let b = build(src, &[], None).unwrap();
+        let mut scope = b.scope_for_image(&["PATH=/bin".to_string()]);
+        for ins in &df.stages[0].instructions {
+            scope.apply(&ins.kind).unwrap();
+        }
+        assert_eq!(scope.get("W"), Some("1.0-linux"));
+        assert_eq!(scope.get("V"), Some("env"));
+        assert_eq!(
+            scope.run_history_prefix(),
+            "|3 V=env TARGETOS=linux W=1.0-linux "
+        );
+        assert_eq!(scope.get("PATH"), Some("/bin"));
+    }
+
+    #[test]
+    fn healthcheck_history_formats_like_go() {
+        let h = Healthcheck::Check {
+            test: vec!["CMD-SHELL".into(), "curl -f localhost".into()],
+            interval: Some(90_000_000_000),
+            timeout: None,
+            start_period: None,
+            start_interval: None,
+            retries: Some(3),
+        };
+        assert_eq!(
+            healthcheck_history(&h),
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f localhost] Interval:1m30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}"
+        );
+        assert!(healthcheck_history(&Healthcheck::None)
+            .starts_with("HEALTHCHECK {Test:[NONE] Interval:0s"));
     }
 
     #[test]

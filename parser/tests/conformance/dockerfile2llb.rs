@@ -1,15 +1,17 @@
 //! `buildkit-dockerfile2llb/` (README section 7): whole-Dockerfile planning checks that
 //! forge makes in `resolve` (stages, targets, `--from` references, cycles, COPY of URLs) and
 //! the image-env helpers.
-//!
-//! `expose-ports.json` and `healthcheck-history.json` are about turning instruction payloads
-//! into image config and history text; they are checked by the instruction layer's runner
-//! and the solver, not here.
+//! `expose-ports.json` uses the instruction layer's port-spec parser
+//! (`convert::values::exposed_ports`), `healthcheck-history.json` the history text
+//! `resolve::healthcheck_history` builds from a typed HEALTHCHECK.
 
 use std::collections::BTreeMap;
 
-use forge_parser::resolve::{add_env, parse_key_value, resolve, BuildOptions, StageBase};
-use forge_parser::{parse_dockerfile, InstructionKind};
+use forge_parser::convert::values::{exposed_ports, parse_go_duration};
+use forge_parser::resolve::{
+    add_env, healthcheck_history, parse_key_value, resolve, BuildOptions, StageBase,
+};
+use forge_parser::{parse_dockerfile, Healthcheck, InstructionKind};
 use serde_json::Value;
 
 use crate::common::{corpus_root, report};
@@ -146,6 +148,87 @@ fn env_helpers() {
         "buildkit-dockerfile2llb/env-helpers.json",
         passed,
         total,
+        &failures,
+    );
+}
+
+#[test]
+fn expose_ports() {
+    let doc = json("buildkit-dockerfile2llb/expose-ports.json");
+    let (mut passed, mut total, mut failures) = (0, 0, Vec::new());
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut check = |specs: Vec<String>, case: &Value| {
+        total += 1;
+        let got: Result<Vec<String>, String> =
+            specs.iter().try_fold(Vec::new(), |mut acc, spec| {
+                acc.extend(exposed_ports(spec)?);
+                Ok(acc)
+            });
+        let ok = match (&got, &case["expect"]) {
+            (Err(e), Value::String(s)) if s == "error" => {
+                case["error_equals"].as_str().map_or(true, |want| e == want)
+            }
+            (Ok(ports), want @ Value::Array(_)) => *ports == strings(want),
+            _ => false,
+        };
+        if ok {
+            passed += 1;
+        } else {
+            failures.push(format!(
+                "{specs:?}: got {got:?}, expected {}",
+                case["expect"]
+            ));
+        }
+    };
+    for case in doc["single"]["cases"].as_array().unwrap() {
+        check(vec![case["spec"].as_str().unwrap().to_string()], case);
+    }
+    for case in doc["multiple"]["cases"].as_array().unwrap() {
+        check(strings(&case["specs"]), case);
+    }
+    report(
+        "buildkit-dockerfile2llb/expose-ports.json",
+        passed,
+        total,
+        &failures,
+    );
+}
+
+#[test]
+fn healthcheck_history_text() {
+    let doc = json("buildkit-dockerfile2llb/healthcheck-history.json");
+    let input = &doc["input"];
+    let duration = |k: &str| Some(parse_go_duration(input[k].as_str().unwrap()).unwrap());
+    let health = Healthcheck::Check {
+        test: input["test"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect(),
+        interval: duration("interval"),
+        timeout: duration("timeout"),
+        start_period: duration("start_period"),
+        start_interval: duration("start_interval"),
+        retries: input["retries"].as_i64(),
+    };
+    let got = healthcheck_history(&health);
+    let want = doc["expect_created_by"].as_str().unwrap();
+    let failures = if got == want {
+        vec![]
+    } else {
+        vec![format!("got {got:?}, expected {want:?}")]
+    };
+    report(
+        "buildkit-dockerfile2llb/healthcheck-history.json",
+        usize::from(failures.is_empty()),
+        1,
         &failures,
     );
 }
