@@ -402,6 +402,8 @@ pub enum ResolveError {
     },
     #[error("source can't be a URL for COPY")]
     CopyFromUrl { span: Span },
+    #[error("invalid ONBUILD trigger inherited from the base stage: {message}")]
+    OnBuildTrigger { message: String, span: Span },
 }
 
 impl ResolveError {
@@ -417,7 +419,8 @@ impl ResolveError {
             | ResolveError::InvalidStageIndex { span, .. }
             | ResolveError::CopyFromLaterStage { span, .. }
             | ResolveError::MountFromLaterStage { span, .. }
-            | ResolveError::CopyFromUrl { span } => Some(*span),
+            | ResolveError::CopyFromUrl { span }
+            | ResolveError::OnBuildTrigger { span, .. } => Some(*span),
             ResolveError::CircularDependency { span, .. } => *span,
         }
     }
@@ -454,8 +457,11 @@ pub enum DependencyKind {
 pub struct Dependency {
     pub source: Source,
     pub kind: DependencyKind,
-    /// Index of the instruction in the stage.
+    /// Index of the instruction in the stage (in the base stage when `onbuild`).
     pub instruction: usize,
+    /// The reference comes from an `ONBUILD` trigger of the base stage, which runs at the
+    /// start of this stage.
+    pub onbuild: bool,
     pub span: Span,
 }
 
@@ -657,58 +663,104 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<ResolvedBuild, Re
         },
     };
 
-    // `--from` references.
-    for (i, st) in df.stages.iter().enumerate() {
-        for (j, ins) in st.instructions.iter().enumerate() {
-            match &ins.kind {
-                InstructionKind::Copy(c) => {
-                    if let Some(from) = &c.from {
-                        let literal = lex.process_word(from, &crate::shell::NoEnv).ok();
-                        if literal.as_deref() != Some(from.as_str()) {
-                            return Err(ResolveError::FromExpansion { span: ins.span });
-                        }
-                        let source = match from.parse::<i64>() {
-                            Ok(n) => {
-                                if n < 0 || n as usize >= stages.len() {
-                                    return Err(ResolveError::InvalidStageIndex {
-                                        index: n.to_string(),
-                                        span: ins.span,
-                                    });
-                                }
-                                Source::Stage(n as usize)
-                            }
-                            Err(_) => match by_name.get(&from.to_lowercase()) {
-                                Some(&s) => Source::Stage(s),
-                                None => Source::Image(from.clone()),
-                            },
-                        };
-                        stages[i].dependencies.push(Dependency {
-                            source,
-                            kind: DependencyKind::CopyFrom,
-                            instruction: j,
-                            span: ins.span,
-                        });
+    // `--from` references, including those of ONBUILD triggers a stage inherits from its base
+    // stage (they run first in the child).
+    let refs = |kind: &InstructionKind,
+                span: Span|
+     -> Result<Vec<(Source, DependencyKind)>, ResolveError> {
+        let mut out = Vec::new();
+        match kind {
+            InstructionKind::Copy(c) => {
+                if let Some(from) = &c.from {
+                    let literal = lex.process_word(from, &crate::shell::NoEnv).ok();
+                    if literal.as_deref() != Some(from.as_str()) {
+                        return Err(ResolveError::FromExpansion { span });
                     }
-                }
-                InstructionKind::Run(r) => {
-                    for m in &r.mounts {
-                        if let Some(from) = m.from.as_deref().filter(|f| !f.is_empty()) {
-                            let source = match by_name.get(&from.to_lowercase()) {
-                                Some(&s) => Source::Stage(s),
-                                None => Source::Image(from.to_string()),
-                            };
-                            stages[i].dependencies.push(Dependency {
-                                source,
-                                kind: DependencyKind::MountFrom,
-                                instruction: j,
-                                span: ins.span,
+                    let source = match from.parse::<i64>() {
+                        Ok(n) if n < 0 || n as usize >= stages.len() => {
+                            return Err(ResolveError::InvalidStageIndex {
+                                index: n.to_string(),
+                                span,
                             });
                         }
+                        Ok(n) => Source::Stage(n as usize),
+                        Err(_) => match by_name.get(&from.to_lowercase()) {
+                            Some(&s) => Source::Stage(s),
+                            None => Source::Image(from.clone()),
+                        },
+                    };
+                    out.push((source, DependencyKind::CopyFrom));
+                }
+            }
+            InstructionKind::Run(r) => {
+                for m in &r.mounts {
+                    if let Some(from) = m.from.as_deref().filter(|f| !f.is_empty()) {
+                        let source = match by_name.get(&from.to_lowercase()) {
+                            Some(&s) => Source::Stage(s),
+                            None => Source::Image(from.to_string()),
+                        };
+                        out.push((source, DependencyKind::MountFrom));
                     }
                 }
-                _ => {}
+            }
+            _ => {}
+        }
+        Ok(out)
+    };
+    let mut deps: Vec<Vec<Dependency>> = vec![Vec::new(); stages.len()];
+    let mut trigger_errors: Vec<Option<ResolveError>> = vec![None; stages.len()];
+    for (i, st) in df.stages.iter().enumerate() {
+        if let StageBase::Stage(b) = stages[i].base {
+            for (j, ins) in df.stages[b].instructions.iter().enumerate() {
+                let InstructionKind::Onbuild(o) = &ins.kind else {
+                    continue;
+                };
+                let parsed = crate::parse_dockerfile(&format!("FROM scratch\n{}\n", o.expression));
+                let trigger = match parsed
+                    .as_ref()
+                    .map(|d| d.stages.first().map(|s| s.instructions.as_slice()))
+                {
+                    Ok(Some([one])) => one,
+                    Ok(_) => {
+                        trigger_errors[i].get_or_insert(ResolveError::OnBuildTrigger {
+                            message: "onbuild trigger should be a single expression".to_string(),
+                            span: st.span,
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        trigger_errors[i].get_or_insert(ResolveError::OnBuildTrigger {
+                            message: e.diagnostic.message.clone(),
+                            span: st.span,
+                        });
+                        continue;
+                    }
+                };
+                for (source, kind) in refs(&trigger.kind, st.span)? {
+                    deps[i].push(Dependency {
+                        source,
+                        kind,
+                        instruction: j,
+                        onbuild: true,
+                        span: st.span,
+                    });
+                }
             }
         }
+        for (j, ins) in st.instructions.iter().enumerate() {
+            for (source, kind) in refs(&ins.kind, ins.span)? {
+                deps[i].push(Dependency {
+                    source,
+                    kind,
+                    instruction: j,
+                    onbuild: false,
+                    span: ins.span,
+                });
+            }
+        }
+    }
+    for (stage, d) in stages.iter_mut().zip(deps) {
+        stage.dependencies = d;
     }
 
     check_cycles(&stages)?;
@@ -720,6 +772,10 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<ResolvedBuild, Re
         if reachable.insert(s) {
             todo.extend(stages[s].stage_dependencies());
         }
+    }
+
+    if let Some(err) = reachable.iter().find_map(|&s| trigger_errors[s].take()) {
+        return Err(err);
     }
 
     // Stages are dispatched in file order, so a `--from` must point backwards.
@@ -1476,6 +1532,22 @@ mod tests {
             "|3 V=env TARGETOS=linux W=1.0-linux "
         );
         assert_eq!(scope.get("PATH"), Some("/bin"));
+    }
+
+    #[test]
+    fn onbuild_triggers_of_a_base_stage_add_dependencies() {
+        let src = "FROM alpine AS assets\nFROM alpine AS base\nONBUILD COPY --from=assets /a /a\n\
+                   FROM alpine AS unused\nFROM base\n";
+        let b = build(src, &[], None).unwrap();
+        let d = &b.stages[3].dependencies;
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].source.clone(), d[0].onbuild, d[0].instruction),
+            (Source::Stage(0), true, 0)
+        );
+        assert_eq!(b.build_order, [0, 1, 3]);
+        // The base stage itself does not run its own triggers.
+        assert!(b.stages[1].dependencies.is_empty());
     }
 
     #[test]
