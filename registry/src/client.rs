@@ -239,7 +239,11 @@ impl Client {
             .send(&r.registry, scopes, &Req::new(Method::HEAD, url))
             .await?;
         match resp.status() {
-            StatusCode::OK => Ok(Some(resp.content_length().unwrap_or(0))),
+            StatusCode::OK => Ok(Some(
+                header_str(&resp, CONTENT_LENGTH)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.t.status_error(resp, Target::Blob(r, digest)).await),
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -139,6 +139,7 @@ pub(crate) struct Transport {
     pub opts: ClientOptions,
     insecure: Vec<String>,
     auth: Mutex<HashMap<String, RegistryAuth>>,
+    token_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Transport {
@@ -168,6 +169,7 @@ impl Transport {
             opts,
             insecure,
             auth: Mutex::new(HashMap::new()),
+            token_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -252,6 +254,24 @@ impl Transport {
         entry.tokens.clear();
     }
 
+    fn token_lock(&self, registry: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.token_locks
+            .lock()
+            .expect("token locks")
+            .entry(registry.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn cached_token(&self, registry: &str, scopes: &Scopes) -> Option<Token> {
+        let map = self.auth.lock().expect("auth lock");
+        map.get(registry)?
+            .tokens
+            .get(scopes)
+            .filter(|t| t.fresh(Duration::from_secs(10)))
+            .cloned()
+    }
+
     /// Drops the cached token for these scopes (it was rejected).
     pub fn forget_token(&self, registry: &str, scopes: &Scopes) {
         if let Some(a) = self.auth.lock().expect("auth lock").get_mut(registry) {
@@ -294,15 +314,19 @@ impl Transport {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
                 let creds = self.credentials(registry)?;
-                let token = match &creds {
-                    Credentials::RegistryToken(t) => {
-                        return Ok(Some(format!("Bearer {t}")));
-                    }
-                    _ => {
-                        self.fetch_token(registry, &challenge, scopes, &creds)
-                            .await?
-                    }
-                };
+                if let Credentials::RegistryToken(t) = &creds {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                // One token request per registry at a time: parallel transfers that all need a
+                // token wait for the first one and then find it cached.
+                let lock = self.token_lock(registry);
+                let _guard = lock.lock().await;
+                if let Some(t) = self.cached_token(registry, scopes) {
+                    return Ok(Some(format!("Bearer {}", t.value)));
+                }
+                let token = self
+                    .fetch_token(registry, &challenge, scopes, &creds)
+                    .await?;
                 let header = format!("Bearer {}", token.value);
                 self.auth
                     .lock()
@@ -405,6 +429,7 @@ impl Transport {
         registry: &str,
         scopes: &Scopes,
         resp: &Response,
+        sent_auth: bool,
     ) -> Result<bool, RegistryError> {
         let challenges: Vec<Challenge> = resp
             .headers()
@@ -424,15 +449,14 @@ impl Transport {
         let creds = self.credentials(registry)?;
         let mut map = self.auth.lock().expect("auth lock");
         let entry = map.entry(registry.to_string()).or_default();
-        // The request already carried Basic credentials when the known challenge was Basic.
-        let sent_basic = entry
-            .challenge
-            .as_ref()
-            .is_some_and(|c| c.scheme == "basic");
-        entry.tokens.remove(scopes);
+        if sent_auth {
+            entry.tokens.remove(scopes);
+        }
+        // Basic credentials that were just refused will be refused again; a bearer token may
+        // have expired or lacked a scope, so a fresh one is worth one more try.
         let helpful = match ch.scheme.as_str() {
             "bearer" => true,
-            _ => creds.basic_header().is_some() && !sent_basic,
+            _ => creds.basic_header().is_some() && !sent_auth,
         };
         entry.challenge = Some(ch);
         Ok(helpful)
@@ -469,7 +493,7 @@ impl Transport {
                 .await?;
             if resp.status() == StatusCode::UNAUTHORIZED
                 && !reauthenticated
-                && self.learn(registry, scopes, &resp)?
+                && self.learn(registry, scopes, &resp, auth.is_some())?
             {
                 reauthenticated = true;
                 continue;
