@@ -428,8 +428,8 @@ impl Filter {
             Some(PatternMatcher::new(exclude)?)
         };
         Ok(Filter {
-            only_prefix_includes: include.as_ref().map_or(true, |m| m.only_literal(false)),
-            only_prefix_exceptions: exclude.as_ref().map_or(true, |m| m.only_literal(true)),
+            only_prefix_includes: include.as_ref().is_none_or(|m| m.only_literal(false)),
+            only_prefix_exceptions: exclude.as_ref().is_none_or(|m| m.only_literal(true)),
             include,
             exclude,
         })
@@ -1308,6 +1308,62 @@ mod tests {
             if let Ok(pm) = PatternMatcher::new(&[p]) {
                 let _ = pm.matches_or_parent_matches("a/b");
                 let _ = pm.matches("a/b");
+            }
+        }
+    }
+
+    /// Random patterns and paths never make compiling or matching panic, and the walk form
+    /// agrees with the direct form whenever both succeed.
+    #[test]
+    fn random_patterns_never_panic() {
+        let alphabet: Vec<char> = "*?[]^-!\\/.ab{}()+$|é ".chars().collect();
+        let paths = [
+            "a", "a/b", "ab/b.", "/", "a/", ".", "é/[a]", "a/b/c/d", "-", "x*y",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            let mut pattern = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for i in 0..(seed % 9) {
+                pattern.push(alphabet[((seed >> (i * 5)) as usize ^ i as usize) % alphabet.len()]);
+            }
+            let _ = read_patterns(&pattern);
+            if let Ok(pm) = PatternMatcher::new(&[pattern.as_str(), "!a/b"]) {
+                for p in paths {
+                    let direct = pm.matches_or_parent_matches(p);
+                    let _ = pm.matches(p);
+                    let _ = pm.can_skip_dir(p);
+                    let mut info = MatchInfo::default();
+                    let mut walked = Ok(false);
+                    let mut prefix = String::new();
+                    for seg in p.split('/').filter(|s| !s.is_empty()) {
+                        if !prefix.is_empty() {
+                            prefix.push('/');
+                        }
+                        prefix.push_str(seg);
+                        match pm.matches_using_parent_results(&prefix, &info) {
+                            Ok((m, i)) => {
+                                walked = Ok(m);
+                                info = i;
+                            }
+                            Err(e) => {
+                                walked = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    if let (Ok(d), Ok(w)) = (&direct, &walked) {
+                        if !p.contains(['.'])
+                            && !p.starts_with('/')
+                            && !p.ends_with('/')
+                            && !p.is_empty()
+                        {
+                            assert_eq!(d, w, "pattern {pattern:?} path {p:?}");
+                        }
+                    }
+                }
             }
         }
     }

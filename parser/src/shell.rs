@@ -1026,4 +1026,33 @@ mod tests {
             let _ = Lexer::new('`').process_word(s, &env());
         }
     }
+
+    /// Random words over the characters that matter never make the lexer panic, and a word
+    /// that expands fine also splits fine.
+    #[test]
+    fn random_words_never_panic() {
+        let alphabet: Vec<char> = "${}:-+?#%/*\\\"'` aAB1@é\t".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5_000 {
+            let mut word = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for i in 0..(seed % 14) {
+                word.push(alphabet[((seed >> (i * 4)) as usize ^ i as usize) % alphabet.len()]);
+            }
+            for lex in [
+                Lexer::new('\\'),
+                Lexer::new('`'),
+                Lexer::new('\\').skip_unset_env(true).raw_quotes(true),
+            ] {
+                let single = lex.process_word(&word, &env());
+                let split = lex.process_words(&word, &env());
+                assert_eq!(single.is_ok(), split.is_ok(), "{word:?}");
+                if let Err(e) = single {
+                    assert!(e.offset <= word.len(), "{word:?}: offset {}", e.offset);
+                }
+            }
+        }
+    }
 }

@@ -172,7 +172,7 @@ fn expose_ports() {
             });
         let ok = match (&got, &case["expect"]) {
             (Err(e), Value::String(s)) if s == "error" => {
-                case["error_equals"].as_str().map_or(true, |want| e == want)
+                case["error_equals"].as_str().is_none_or(|want| e == want)
             }
             (Ok(ports), want @ Value::Array(_)) => *ports == strings(want),
             _ => false,
