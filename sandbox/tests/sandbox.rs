@@ -706,6 +706,186 @@ fn overlay_probe(_image: &Image) -> CaseResult {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rootless: the test binary re-runs itself as an unprivileged user created for the purpose.
+
+const ROOTLESS_USER: &str = "forge-rootless";
+const SUBID_START: u32 = 300_000;
+
+/// The start of `user`'s first range in an `/etc/subuid`-format file (useradd may have added one).
+fn subid_start(file: &str, user: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == user)
+            .then(|| f.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+fn tool_exists(name: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(name).exists())
+}
+
+fn sh_ok(cmd: &str) -> Result<String, String> {
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", cmd])
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs inside the re-executed test binary, as the unprivileged user.
+fn rootless_inner(dir: &Path) -> i32 {
+    if let Err(e) = forge_sandbox::enter_rootless_namespace_if_needed() {
+        eprintln!("entering the user namespace: {e}");
+        return 3;
+    }
+    let rootfs = Rootfs::Overlay {
+        lower: vec![dir.join("lower")],
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+    };
+    let mut ok = true;
+    for (user, script) in [
+        (None, "echo uid=$(id -u); wc -l < /proc/self/uid_map; touch /created && chown 1000:1000 /created; rm /etc/removeme; rm -rf /data; mkdir /data; ls /sys/class/net | grep -c lo"),
+        (Some("tester"), "id"),
+    ] {
+        let mut spec = RunSpec::new(rootfs.clone(), sh(script));
+        spec.user = user.map(String::from);
+        match run(&spec) {
+            Ok(out) => {
+                print!("{}", out.stdout);
+                eprint!("{}", out.stderr);
+                println!("status={}", out.status);
+                ok &= out.status.success();
+            }
+            Err(e) => {
+                println!("error={e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
+fn rootless_user_namespace(image: &Image) -> CaseResult {
+    for tool in ["useradd", "runuser", "newuidmap", "newgidmap"] {
+        if !tool_exists(tool) {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                return Err(format!("{tool} not found (required in CI)"));
+            }
+            eprintln!("SKIPPED: rootless_user_namespace: {tool} not found");
+            return Ok(());
+        }
+    }
+    if sh_ok(&format!("id -u {ROOTLESS_USER}")).is_err() {
+        sh_ok(&format!(
+            "useradd --no-create-home --shell /usr/sbin/nologin {ROOTLESS_USER}"
+        ))?;
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text
+            .lines()
+            .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(file)
+                .unwrap();
+            std::io::Write::write_all(
+                &mut f,
+                format!("{ROOTLESS_USER}:{SUBID_START}:65536\n").as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+    let uid: u32 = sh_ok(&format!("id -u {ROOTLESS_USER}"))?
+        .trim()
+        .parse()
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("forge-rootless")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sh_ok(&format!(
+        "cp -a {} {}/lower",
+        image.lower.display(),
+        d.display()
+    ))?;
+    // The image as a rootless store would hold it: owned by the user (= root inside), and
+    // tester's home by the user's subordinate id for 1000.
+    sh_ok(&format!(
+        "mkdir {0}/upper {0}/work && chown -R {ROOTLESS_USER}: {0}/lower {0}/upper {0}/work",
+        d.display()
+    ))?;
+    let sub1000 = subid_start("/etc/subuid", ROOTLESS_USER).ok_or("no subuid range")? + 999;
+    ensure_eq!(
+        subid_start("/etc/subgid", ROOTLESS_USER).map(|s| s + 999),
+        Some(sub1000)
+    );
+    sh_ok(&format!(
+        "chown {sub1000}:{sub1000} {}/lower/home/tester",
+        d.display()
+    ))?;
+    let exe = d.join("forge-sandbox-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", ROOTLESS_USER, "--"])
+        .arg(&exe)
+        .arg("--rootless-case")
+        .arg(d)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(
+        out.status.success(),
+        "rootless run failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    ensure_eq!(
+        stdout,
+        format!(
+            "uid=0\n2\n1\nstatus=exit code 0\n\
+             uid=1000(tester) gid=1000(tester) groups=1000(tester),2000(extra),2001(more)\nstatus=exit code 0\n"
+        )
+    );
+    let upper = d.join("upper");
+    let created = std::fs::metadata(upper.join("created")).map_err(|e| e.to_string())?;
+    ensure_eq!((created.uid(), created.gid()), (sub1000, sub1000));
+    let wh = std::fs::symlink_metadata(upper.join("etc/removeme")).map_err(|e| e.to_string())?;
+    ensure!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "no whiteout for etc/removeme"
+    );
+    ensure_eq!(
+        tree(&upper),
+        BTreeSet::from(["created", "data", "etc", "etc/removeme"].map(String::from))
+    );
+    let etc = std::fs::metadata(upper.join("etc")).unwrap();
+    ensure_eq!(etc.uid(), uid);
+    Ok(())
+}
+
 type Case = (&'static str, fn(&Image) -> CaseResult);
 
 const CASES: &[Case] = &[
@@ -728,11 +908,16 @@ const CASES: &[Case] = &[
     ("stdin_is_fed", stdin_is_fed),
     ("dev_is_minimal", dev_is_minimal),
     ("overlay_probe", overlay_probe),
+    ("rootless_user_namespace", rootless_user_namespace),
     ("no_mount_left_after_runs", no_mount_left_after_runs),
 ];
 
 fn main() {
     forge_sandbox::maybe_run_helper();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--rootless-case") {
+        std::process::exit(rootless_inner(Path::new(&args[2])));
+    }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let filter: Vec<String> = std::env::args()
         .skip(1)
