@@ -1,0 +1,1226 @@
+//! One build: plan the stages, schedule them over a DAG, run each stage's steps with the cache,
+//! and assemble the final image.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Instant;
+
+use forge_cache::{CacheRecord, Store};
+use forge_oci::layer::{LayerOptions, SourceKind};
+use forge_oci::{Compression, Descriptor, Digest, History, ImageConfig, Platform};
+use forge_parser::shell::Lexer;
+use forge_parser::{Dockerfile, Instruction, InstructionKind, NetworkMode, SecurityMode, Stage};
+use forge_sandbox::{CancelToken, Sandbox};
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, apply_metadata, clean_abs, get_env, join_workdir, shell_of};
+use crate::context::{Context, Ignore, StatCache};
+use crate::copy::{self, CopyFlags, SourceSide};
+use crate::error::{Location, SolveError};
+use crate::event::{Event, EventSink, LogStream};
+use crate::explain::{self, StepMemory};
+use crate::images::{ImageSource, ResolvedImage};
+use crate::key::{CacheKey, KeyBuilder};
+use crate::layered::LayeredView;
+
+/// A secret's bytes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// A `--build-context NAME=VALUE` override.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory: usable with `COPY --from=NAME`.
+    Dir(PathBuf),
+    /// An image reference (`docker-image://REF`, or an `oci-layout://` image the caller
+    /// imported into the store first): replaces `FROM NAME` and `COPY --from=NAME`.
+    Image(String),
+}
+
+/// Everything a build needs besides the store and the executors.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile text.
+    pub dockerfile: String,
+    /// Where the Dockerfile lives (for `<Dockerfile>.dockerignore`), if on disk.
+    pub dockerfile_path: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub pull: bool,
+    pub labels: BTreeMap<String, String>,
+    /// `--network`: the default for RUN steps.
+    pub network: NetworkMode,
+    pub secrets: BTreeMap<String, Secret>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    pub build_contexts: BTreeMap<String, NamedContext>,
+    pub compression: Compression,
+    pub source_date_epoch: Option<i64>,
+    pub allow_insecure: bool,
+    /// How many RUN steps may execute at once.
+    pub max_parallel_runs: usize,
+}
+
+impl BuildOptions {
+    pub fn new(context: impl Into<PathBuf>, dockerfile: impl Into<String>) -> BuildOptions {
+        BuildOptions {
+            context: context.into(),
+            dockerfile: dockerfile.into(),
+            dockerfile_path: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: Platform::host(),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            pull: false,
+            labels: BTreeMap::new(),
+            network: NetworkMode::Default,
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
+            build_contexts: BTreeMap::new(),
+            compression: Compression::default(),
+            source_date_epoch: None,
+            allow_insecure: false,
+            max_parallel_runs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+/// A layer as the solver tracks it: its diff_id and its blob in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub diff_id: Digest,
+    pub blob: Descriptor,
+}
+
+/// The state of a stage after some steps.
+#[derive(Clone, Debug)]
+pub struct StageState {
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+    /// Identity of the filesystem state: the chain of step keys.
+    pub key: CacheKey,
+    pub history: Vec<History>,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct BuildOutput {
+    pub manifest_digest: Digest,
+    pub manifest_size: u64,
+    pub manifest: forge_oci::Manifest,
+    pub config: ImageConfig,
+    pub config_digest: Digest,
+    /// Snapshot directories of the final image's layers, top-most first (for rootfs outputs).
+    pub snapshots: Vec<PathBuf>,
+    /// Steps that ran and steps served from the cache.
+    pub steps_run: usize,
+    pub steps_cached: usize,
+}
+
+/// What a cache record holds for a step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StepValue {
+    layer: Option<Layer>,
+}
+
+/// A slot a stage's result is published into; dependents wait on it.
+struct Slot {
+    value: Mutex<Option<Option<Arc<StageState>>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { value: Mutex::new(None), ready: Condvar::new() }
+    }
+    fn set(&self, v: Option<Arc<StageState>>) {
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        self.ready.notify_all();
+    }
+    fn wait(&self) -> Option<Arc<StageState>> {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(v) = g.as_ref() {
+                return v.clone();
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A counting semaphore bounding concurrent RUN steps.
+struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Semaphore {
+    fn new(n: usize) -> Semaphore {
+        Semaphore { free: Mutex::new(n.max(1)), cv: Condvar::new() }
+    }
+    fn acquire(&self) -> SemaphoreGuard<'_> {
+        let mut g = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *g == 0 {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        *g -= 1;
+        SemaphoreGuard(self)
+    }
+}
+
+struct SemaphoreGuard<'a>(&'a Semaphore);
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// Where a stage's base comes from.
+#[derive(Clone, Debug)]
+enum Base {
+    Scratch,
+    Stage(usize),
+    Image(String),
+}
+
+/// The planned shape of a build.
+struct Plan {
+    bases: Vec<Base>,
+    /// Stage → stages it needs (FROM, COPY --from, RUN --mount from).
+    deps: Vec<Vec<usize>>,
+    target: usize,
+    reachable: Vec<bool>,
+    meta_env: Vec<(String, String)>,
+}
+
+/// Shared state of one build.
+pub struct Build<'a> {
+    store: &'a Store,
+    images: &'a dyn ImageSource,
+    sandbox: &'a Sandbox,
+    opts: &'a BuildOptions,
+    events: &'a EventSink,
+    cancel: &'a CancelToken,
+    df: Dockerfile,
+    lexer: Lexer,
+    plan: Plan,
+    context: OnceLock<Result<Arc<Context>, String>>,
+    named_contexts: Mutex<HashMap<String, Arc<Context>>>,
+    slots: Vec<Slot>,
+    runs: Semaphore,
+    key_locks: Mutex<HashMap<CacheKey, Arc<Mutex<()>>>>,
+    next_step: AtomicUsize,
+    steps_run: AtomicUsize,
+    steps_cached: AtomicUsize,
+    first_error: Mutex<Option<SolveError>>,
+    image_cache: Mutex<HashMap<String, Arc<ResolvedImage>>>,
+}
+
+fn builtin_args(target: &Platform) -> Vec<(String, String)> {
+    let host = Platform::host();
+    let mut v = Vec::new();
+    for (prefix, p) in [("TARGET", target), ("BUILD", &host)] {
+        v.push((format!("{prefix}PLATFORM"), p.to_string()));
+        v.push((format!("{prefix}OS"), p.os.clone()));
+        v.push((format!("{prefix}ARCH"), p.architecture.clone()));
+        v.push((format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default()));
+    }
+    v
+}
+
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
+    "ALL_PROXY", "all_proxy",
+];
+
+fn location(inst: &Instruction) -> Location {
+    Location { instruction: inst.source.trim().to_string(), span: inst.span }
+}
+
+fn stage_location(stage: &Stage) -> Location {
+    Location { instruction: stage.source.trim().to_string(), span: stage.span }
+}
+
+/// Closest name by edit distance, for "did you mean" hints.
+pub fn suggest<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>) -> Option<String> {
+    fn dist(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    candidates
+        .into_iter()
+        .map(|c| (dist(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c.to_string())
+}
+
+fn now_rfc3339(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    });
+    rfc3339(secs)
+}
+
+/// Formats Unix seconds as an RFC 3339 UTC timestamp.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+fn plan(df: &Dockerfile, opts: &BuildOptions, lexer: &Lexer) -> Result<Plan, SolveError> {
+    // Meta args: visible to FROM lines only.
+    let mut meta_env: Vec<(String, String)> = builtin_args(&opts.platform);
+    for a in &df.meta_args {
+        for def in &a.args {
+            let value = match opts.build_args.get(&def.name) {
+                Some(v) => Some(v.clone()),
+                None => match &def.default {
+                    Some(d) => Some(lexer.process_word(d, &meta_env).map_err(|e| SolveError::Step {
+                        location: Location { instruction: format!("ARG {}", def.name), span: a.span },
+                        message: e.to_string(),
+                        help: None,
+                    })?),
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                meta_env.push((def.name.clone(), v));
+            }
+        }
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut bases = Vec::new();
+    for st in &df.stages {
+        let loc = stage_location(st);
+        let base = lexer.process_word(&st.base, &meta_env).map_err(|e| SolveError::step(&loc, e.to_string()))?;
+        if base.trim().is_empty() {
+            return Err(SolveError::Step {
+                location: loc,
+                message: "base name (FROM) cannot be empty".into(),
+                help: Some("check that the ARG used in FROM has a value (pass --build-arg)".into()),
+            });
+        }
+        let lower = base.to_lowercase();
+        let b = if lower == "scratch" {
+            Base::Scratch
+        } else if let Some(&i) = names.get(&lower) {
+            Base::Stage(i)
+        } else if let Some(NamedContext::Image(r)) = opts.build_contexts.get(&base) {
+            Base::Image(r.clone())
+        } else {
+            Base::Image(base)
+        };
+        bases.push(b);
+        if let Some(n) = &st.name {
+            names.insert(n.to_lowercase(), st.index);
+        }
+    }
+    let stage_ref = |r: &str| -> Option<usize> {
+        let lower = r.to_lowercase();
+        if let Some(&i) = names.get(&lower) {
+            return Some(i);
+        }
+        r.parse::<usize>().ok().filter(|&i| i < df.stages.len())
+    };
+    let mut deps = vec![Vec::new(); df.stages.len()];
+    for st in &df.stages {
+        if let Base::Stage(i) = bases[st.index] {
+            deps[st.index].push(i);
+        }
+        for inst in &st.instructions {
+            let froms: Vec<String> = match &inst.kind {
+                InstructionKind::Copy(c) => c.from.iter().cloned().collect(),
+                InstructionKind::Run(r) => r.mounts.iter().filter_map(|m| m.from.clone()).collect(),
+                _ => Vec::new(),
+            };
+            for f in froms {
+                let f = lexer.process_word(&f, &meta_env).unwrap_or(f);
+                if let Some(i) = stage_ref(&f) {
+                    if i == st.index {
+                        return Err(SolveError::step(&location(inst), format!("stage {f:?} cannot copy from itself")));
+                    }
+                    deps[st.index].push(i);
+                }
+            }
+        }
+    }
+    let target = match &opts.target {
+        Some(t) => match stage_ref(t).filter(|_| names.contains_key(&t.to_lowercase())) {
+            Some(i) => i,
+            None => {
+                return Err(SolveError::UnknownTarget {
+                    target: t.clone(),
+                    help: suggest(t, names.keys().map(|s| s.as_str())).map(|s| format!("did you mean {s}?")),
+                })
+            }
+        },
+        None => df.stages.len().checked_sub(1).ok_or_else(|| SolveError::Other("the Dockerfile has no stages".into()))?,
+    };
+    let mut reachable = vec![false; df.stages.len()];
+    let mut stack = vec![target];
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut reachable[i], true) {
+            continue;
+        }
+        stack.extend(deps[i].iter().copied());
+    }
+    // Cycles (COPY --from pointing at a later stage that depends back) are errors.
+    let mut g: DiGraph<usize, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..df.stages.len()).map(|i| g.add_node(i)).collect();
+    for (i, ds) in deps.iter().enumerate() {
+        if reachable[i] {
+            for &d in ds {
+                g.add_edge(nodes[d], nodes[i], ());
+            }
+        }
+    }
+    if let Err(cycle) = petgraph::algo::toposort(&g, None) {
+        let st = &df.stages[g[cycle.node_id()]];
+        return Err(SolveError::Step {
+            location: stage_location(st),
+            message: "circular dependency between stages".into(),
+            help: Some("a stage cannot (indirectly) copy from itself".into()),
+        });
+    }
+    Ok(Plan { bases, deps, target, reachable, meta_env })
+}
+
+/// Runs a build to completion.
+pub fn build(
+    store: &Store,
+    images: &dyn ImageSource,
+    sandbox: &Sandbox,
+    opts: &BuildOptions,
+    events: &EventSink,
+    cancel: &CancelToken,
+) -> Result<BuildOutput, SolveError> {
+    let df = forge_parser::parse_dockerfile(&opts.dockerfile)?;
+    for w in &df.warnings {
+        events(Event::Warning { message: w.to_string() });
+    }
+    let lexer = Lexer::new(df.directives.escape);
+    let plan = plan(&df, opts, &lexer)?;
+    let _lease = store.lease()?;
+    let b = Build {
+        store,
+        images,
+        sandbox,
+        opts,
+        events,
+        cancel,
+        slots: df.stages.iter().map(|_| Slot::new()).collect(),
+        df,
+        lexer,
+        plan,
+        context: OnceLock::new(),
+        named_contexts: Mutex::new(HashMap::new()),
+        runs: Semaphore::new(opts.max_parallel_runs),
+        key_locks: Mutex::new(HashMap::new()),
+        next_step: AtomicUsize::new(1),
+        steps_run: AtomicUsize::new(0),
+        steps_cached: AtomicUsize::new(0),
+        first_error: Mutex::new(None),
+        image_cache: Mutex::new(HashMap::new()),
+    };
+    b.run_all()
+}
+
+impl Build<'_> {
+    fn fail(&self, e: SolveError) {
+        let mut g = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+            // Stop everything else: running RUNs are killed, waiting stages give up.
+            self.cancel.cancel();
+        }
+    }
+
+    fn run_all(&self) -> Result<BuildOutput, SolveError> {
+        let order: Vec<usize> = (0..self.df.stages.len()).filter(|&i| self.plan.reachable[i]).collect();
+        std::thread::scope(|s| {
+            for &i in &order {
+                s.spawn(move || {
+                    let r = self.run_stage(i);
+                    match r {
+                        Ok(st) => self.slots[i].set(Some(Arc::new(st))),
+                        Err(e) => {
+                            self.fail(e);
+                            self.slots[i].set(None);
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = self.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(Ok(ctx)) = self.context.get() {
+                self.save_stat_cache(ctx);
+            }
+            return Err(e);
+        }
+        let final_state = self.slots[self.plan.target].wait().ok_or(SolveError::Cancelled)?;
+        if let Some(Ok(ctx)) = self.context.get() {
+            self.save_stat_cache(ctx);
+        }
+        self.export(&final_state)
+    }
+
+    fn stat_cache_name(&self) -> String {
+        let abs = std::fs::canonicalize(&self.opts.context).unwrap_or_else(|_| self.opts.context.clone());
+        let h = blake3::hash(abs.as_os_str().as_encoded_bytes());
+        format!("statcache-v1-{}", &h.to_hex()[..24])
+    }
+
+    fn save_stat_cache(&self, ctx: &Context) {
+        let mut sc = ctx.stat_cache();
+        if sc.is_dirty() {
+            let entries = ctx.entries();
+            sc.retain_paths(|p| entries.contains_key(p));
+            // A lost stat cache only costs rehashing; never fail a build over it.
+            let _ = self.store.write_state(&self.stat_cache_name(), &sc.encode());
+        }
+    }
+
+    fn context(&self) -> Result<Arc<Context>, SolveError> {
+        let r = self.context.get_or_init(|| {
+            let ignore = Ignore::load(&self.opts.context, self.opts.dockerfile_path.as_deref()).map_err(|e| e.to_string())?;
+            let sc = match self.store.read_state(&self.stat_cache_name()) {
+                Ok(Some(bytes)) => StatCache::decode(&bytes),
+                _ => StatCache::default(),
+            };
+            Context::walk(&self.opts.context, ignore, sc).map(Arc::new).map_err(|e| e.to_string())
+        });
+        r.clone().map_err(|m| SolveError::Context { path: self.opts.context.clone(), message: m })
+    }
+
+    fn named_context(&self, name: &str, dir: &Path) -> Result<Arc<Context>, SolveError> {
+        let mut g = self.named_contexts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = g.get(name) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Context::walk(dir, Ignore::load(dir, None)?, StatCache::default())?);
+        g.insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn step_id(&self) -> usize {
+        self.next_step.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn emit(&self, e: Event) {
+        (self.events)(e)
+    }
+
+    fn check_cancel(&self) -> Result<(), SolveError> {
+        if self.cancel.is_cancelled() {
+            return Err(SolveError::Cancelled);
+        }
+        Ok(())
+    }
+
+    fn resolve_image(&self, reference: &str, step: usize) -> Result<Arc<ResolvedImage>, SolveError> {
+        if let Some(r) = self.image_cache.lock().unwrap_or_else(|p| p.into_inner()).get(reference) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.images.resolve(reference, &self.opts.platform, self.opts.pull, step, self.events)?);
+        self.image_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(reference.to_string(), r.clone());
+        Ok(r)
+    }
+
+    fn image_state(&self, img: &ResolvedImage) -> StageState {
+        let layers = img
+            .manifest
+            .layers
+            .iter()
+            .zip(img.config.rootfs.diff_ids.iter())
+            .map(|(d, id)| Layer { diff_id: id.clone(), blob: d.clone() })
+            .collect();
+        let mut kb = KeyBuilder::new("image");
+        kb.str("manifest", &img.manifest_digest.to_string());
+        StageState { config: img.config.clone(), layers, key: kb.finish().0, history: img.config.history.clone() }
+    }
+
+    fn stage_label(&self, idx: usize) -> String {
+        let st = &self.df.stages[idx];
+        match &st.name {
+            Some(n) => format!("{n} "),
+            None if idx == self.plan.target => String::new(),
+            None => format!("stage-{idx} "),
+        }
+    }
+
+    fn no_cache_for(&self, idx: usize) -> bool {
+        if self.opts.no_cache {
+            return true;
+        }
+        let st = &self.df.stages[idx];
+        self.opts.no_cache_filter.iter().any(|f| {
+            st.name.as_deref().map(|n| n.eq_ignore_ascii_case(f)).unwrap_or(false) || f.parse::<usize>().ok() == Some(idx)
+        })
+    }
+
+    fn run_stage(&self, idx: usize) -> Result<StageState, SolveError> {
+        for &d in &self.plan.deps[idx] {
+            if self.slots[d].wait().is_none() {
+                return Err(SolveError::Cancelled);
+            }
+        }
+        self.check_cancel()?;
+        let stage = &self.df.stages[idx];
+        let vertex_total = 1 + stage
+            .instructions
+            .iter()
+            .filter(|i| matches!(i.kind, InstructionKind::Run(_) | InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Workdir(_)))
+            .count();
+        let label = self.stage_label(idx);
+        let from_id = self.step_id();
+        let base_desc = match &self.plan.bases[idx] {
+            Base::Scratch => "scratch".to_string(),
+            Base::Stage(i) => self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()),
+            Base::Image(r) => r.clone(),
+        };
+        self.emit(Event::StepStarted { id: from_id, name: format!("[{label}1/{vertex_total}] FROM {base_desc}") });
+        let started = Instant::now();
+        let mut st = match &self.plan.bases[idx] {
+            Base::Scratch => {
+                let mut kb = KeyBuilder::new("scratch");
+                kb.str("platform", &self.opts.platform.to_string());
+                StageState { config: ImageConfig::scratch(&self.opts.platform), layers: Vec::new(), key: kb.finish().0, history: Vec::new() }
+            }
+            Base::Stage(i) => (*self.slots[*i].wait().ok_or(SolveError::Cancelled)?).clone(),
+            Base::Image(r) => {
+                let img = self.resolve_image(r, from_id).map_err(|e| match e {
+                    SolveError::Image { reference, message } => SolveError::Step {
+                        location: stage_location(stage),
+                        message: format!("image {reference}: {message}"),
+                        help: None,
+                    },
+                    other => other,
+                })?;
+                self.image_state(&img)
+            }
+        };
+        self.emit(Event::StepDone { id: from_id, duration: started.elapsed(), cached: false });
+
+        let mut scope = Scope { args: Vec::new(), cmd_set: false };
+        // ONBUILD triggers of the base run first, then are cleared.
+        let triggers = st.config.config.on_build.take().unwrap_or_default();
+        let mut instructions: Vec<Instruction> = Vec::new();
+        for t in &triggers {
+            let parsed = forge_parser::parse_dockerfile(&format!("FROM scratch\n{t}\n")).map_err(|e| SolveError::Step {
+                location: stage_location(stage),
+                message: format!("invalid ONBUILD trigger {t:?} in the base image: {e}"),
+                help: None,
+            })?;
+            for mut inst in parsed.stages.into_iter().flat_map(|s| s.instructions) {
+                inst.span = stage.span;
+                instructions.push(inst);
+            }
+        }
+        instructions.extend(stage.instructions.iter().cloned());
+        let mut vertex = 1;
+        for inst in &instructions {
+            self.check_cancel()?;
+            if matches!(inst.kind, InstructionKind::Run(_) | InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Workdir(_)) {
+                vertex += 1;
+            }
+            let name = format!("[{label}{vertex}/{vertex_total}] {}", inst.source.trim());
+            self.step(idx, inst, &name, &mut st, &mut scope)?;
+        }
+        Ok(st)
+    }
+
+    /// The environment instructions are expanded with: declared ARGs, then ENV on top.
+    fn expansion_env(&self, st: &StageState, scope: &Scope) -> Vec<(String, String)> {
+        let mut env = scope.args.clone();
+        for e in st.config.config.env.iter().flatten() {
+            if let Some((k, v)) = e.split_once('=') {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        env
+    }
+
+    fn history(&self, st: &mut StageState, created_by: String, empty: bool) {
+        st.history.push(History {
+            created: Some(now_rfc3339(self.opts.source_date_epoch)),
+            created_by: Some(created_by),
+            author: None,
+            comment: Some("forge.dockerfile.v0".into()),
+            empty_layer: empty,
+        });
+    }
+
+    fn step(&self, idx: usize, inst: &Instruction, name: &str, st: &mut StageState, scope: &mut Scope) -> Result<(), SolveError> {
+        let loc = location(inst);
+        let env = self.expansion_env(st, scope);
+        if let InstructionKind::Arg(defs) = &inst.kind {
+            for def in defs {
+                let value = if let Some(v) = self.opts.build_args.get(&def.name) {
+                    Some(v.clone())
+                } else if let Some(d) = &def.default {
+                    let mut e = env.clone();
+                    e.extend(scope.args.iter().cloned());
+                    Some(self.lexer.process_word(d, &e).map_err(|e| SolveError::step(&loc, e.to_string()))?)
+                } else {
+                    // A bare ARG re-imports a global ARG's value, or a built-in platform arg.
+                    self.plan.meta_env.iter().rev().find(|(k, _)| k == &def.name).map(|(_, v)| v.clone())
+                };
+                scope.args.retain(|(k, _)| k != &def.name);
+                if let Some(v) = value {
+                    scope.args.push((def.name.clone(), v));
+                }
+            }
+            return Ok(());
+        }
+        let kind = inst.kind.expand(&self.lexer, &env).map_err(|e| SolveError::step(&loc, e.to_string()))?;
+        match &kind {
+            InstructionKind::Run(run) => self.run_step(idx, inst, name, run, st, scope),
+            InstructionKind::Copy(c) => {
+                let from = c.from.clone();
+                self.copy_step(idx, inst, name, &c.common, from.as_deref(), c.parents, false, st)
+            }
+            InstructionKind::Add(a) => {
+                for s in &a.common.sources {
+                    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") || s.ends_with(".git") {
+                        return Err(SolveError::Step {
+                            location: loc,
+                            message: format!("ADD of remote source {s:?} is not supported by forge yet"),
+                            help: Some("download the file in a RUN step, or COPY it from the build context".into()),
+                        });
+                    }
+                }
+                self.copy_step(idx, inst, name, &a.common, None, false, a.unpack != Some(false), st)
+            }
+            InstructionKind::Workdir(w) => self.workdir_step(idx, inst, name, w, st),
+            InstructionKind::Expose(ports) => {
+                for p in ports {
+                    config::expose_keys(p).map_err(|m| SolveError::step(&loc, m))?;
+                }
+                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut scope.cmd_set) {
+                    self.history(st, text, true);
+                }
+                Ok(())
+            }
+            _ => {
+                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut scope.cmd_set) {
+                    self.history(st, text, true);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Snapshot directories for a state's layers, top-most first, unpacking blobs as needed.
+    fn snapshots(&self, st: &StageState) -> Result<Vec<PathBuf>, SolveError> {
+        let mut out = Vec::with_capacity(st.layers.len());
+        for l in st.layers.iter().rev() {
+            out.push(crate::layers::ensure_snapshot(self.store, l)?);
+        }
+        Ok(out)
+    }
+
+    fn view(&self, st: &StageState) -> Result<LayeredView, SolveError> {
+        Ok(LayeredView::new(self.snapshots(st)?))
+    }
+
+    fn key_lock(&self, key: &CacheKey) -> Arc<Mutex<()>> {
+        self.key_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(*key).or_default().clone()
+    }
+
+    fn lookup(&self, idx: usize, key: &CacheKey) -> Result<Option<StepValue>, SolveError> {
+        if self.no_cache_for(idx) {
+            return Ok(None);
+        }
+        let Some(rec) = self.store.cache_get(&key.to_hex())? else { return Ok(None) };
+        let Ok(v) = serde_json::from_value::<StepValue>(rec.value) else { return Ok(None) };
+        // A record whose blob is gone is a miss (the store was pruned or repaired).
+        if let Some(l) = &v.layer {
+            if !self.store.has_blob(&l.blob.digest) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(v))
+    }
+
+    fn record(&self, key: &CacheKey, value: &StepValue) -> Result<(), SolveError> {
+        let refs = value.layer.iter().flat_map(|l| [l.blob.digest.clone(), l.diff_id.clone()]).collect();
+        let rec = CacheRecord::new(refs, serde_json::to_value(value).map_err(|e| SolveError::Other(e.to_string()))?);
+        self.store.cache_put(&key.to_hex(), &rec)?;
+        Ok(())
+    }
+
+    fn memory_name(&self, idx: usize, inst: &Instruction) -> String {
+        let abs = std::fs::canonicalize(&self.opts.context).unwrap_or_else(|_| self.opts.context.clone());
+        let mut h = blake3::Hasher::new();
+        h.update(abs.as_os_str().as_encoded_bytes());
+        h.update(self.opts.dockerfile_path.as_deref().unwrap_or(Path::new("-")).as_os_str().as_encoded_bytes());
+        h.update(self.df.stages[idx].name.as_deref().unwrap_or("").as_bytes());
+        h.update(&(idx as u64).to_le_bytes());
+        h.update(&(inst.span.line as u64).to_le_bytes());
+        format!("explain-v1-{}", &h.finalize().to_hex()[..32])
+    }
+
+    /// Remembers a step's key fields for `--explain`, and explains a miss.
+    fn remember(&self, idx: usize, inst: &Instruction, id: usize, now: &StepMemory, missed: bool) {
+        let name = self.memory_name(idx, inst);
+        let prev: Option<StepMemory> =
+            self.store.read_state(&name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
+        if missed {
+            let reason = explain::explain(prev.as_ref(), now, self.no_cache_for(idx));
+            self.emit(Event::Explain { id, reason });
+        }
+        if prev.as_ref().map(|p| p.key != now.key).unwrap_or(true) {
+            if let Ok(bytes) = serde_json::to_vec(now) {
+                let _ = self.store.write_state(&name, &bytes);
+            }
+        }
+    }
+
+    /// Looks the key up; on a miss runs `exec` (once per key, even across stages).
+    fn cached_step(
+        &self,
+        idx: usize,
+        inst: &Instruction,
+        id: usize,
+        key: CacheKey,
+        memory: StepMemory,
+        started: Instant,
+        exec: impl FnOnce() -> Result<StepValue, SolveError>,
+    ) -> Result<StepValue, SolveError> {
+        if let Some(v) = self.lookup(idx, &key)? {
+            self.remember(idx, inst, id, &memory, false);
+            self.steps_cached.fetch_add(1, Ordering::Relaxed);
+            self.emit(Event::StepCached { id });
+            self.emit(Event::StepDone { id, duration: started.elapsed(), cached: true });
+            return Ok(v);
+        }
+        let lock = self.key_lock(&key);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.no_cache_for(idx) {
+            if let Some(v) = self.lookup(idx, &key)? {
+                self.steps_cached.fetch_add(1, Ordering::Relaxed);
+                self.emit(Event::StepCached { id });
+                self.emit(Event::StepDone { id, duration: started.elapsed(), cached: true });
+                return Ok(v);
+            }
+        }
+        self.remember(idx, inst, id, &memory, true);
+        let v = match exec() {
+            Ok(v) => v,
+            Err(e) => {
+                self.emit(Event::StepFailed { id, message: e.to_string() });
+                return Err(e);
+            }
+        };
+        self.record(&key, &v)?;
+        self.steps_run.fetch_add(1, Ordering::Relaxed);
+        self.emit(Event::StepDone { id, duration: started.elapsed(), cached: false });
+        Ok(v)
+    }
+
+    fn push_layer(&self, st: &mut StageState, key: CacheKey, v: StepValue, created_by: String) {
+        st.key = key;
+        let empty = v.layer.is_none();
+        if let Some(l) = v.layer {
+            st.layers.push(l);
+        }
+        self.history(st, created_by, empty);
+    }
+
+    fn run_step(
+        &self,
+        idx: usize,
+        inst: &Instruction,
+        name: &str,
+        run: &forge_parser::Run,
+        st: &mut StageState,
+        scope: &Scope,
+    ) -> Result<(), SolveError> {
+        let loc = location(inst);
+        let id = self.step_id();
+        let started = Instant::now();
+        self.emit(Event::StepStarted { id, name: name.to_string() });
+        let shell = shell_of(&st.config);
+        let (argv, stdin) = crate::run::command(run, &shell);
+        // RUN sees ENV plus the ARGs in scope (ENV wins); proxy args pass through undeclared.
+        let mut env: Vec<String> = st.config.config.env.clone().unwrap_or_default();
+        let mut arg_env: Vec<String> = Vec::new();
+        for (k, v) in &scope.args {
+            if get_env(&env, k).is_none() {
+                arg_env.push(format!("{k}={v}"));
+            }
+        }
+        let mut proxy_env = Vec::new();
+        for p in PROXY_ARGS {
+            if let Some(v) = self.opts.build_args.get(p) {
+                if !scope.args.iter().any(|(k, _)| k == p) {
+                    proxy_env.push(format!("{p}={v}"));
+                }
+            }
+        }
+        let network = run.network.unwrap_or(self.opts.network);
+        let security = run.security.unwrap_or(SecurityMode::Sandbox);
+        if security == SecurityMode::Insecure && !self.opts.allow_insecure {
+            return Err(SolveError::Step {
+                location: loc,
+                message: "RUN --security=insecure is not allowed".into(),
+                help: Some("pass --allow security.insecure to forge build".into()),
+            });
+        }
+        let workdir = st.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let user = st.config.config.user.clone().filter(|u| !u.is_empty());
+        let mounts_key = crate::run::mounts_key(&run.mounts);
+        let binds = self.bind_keys(&run.mounts, &loc)?;
+        let mut kb = KeyBuilder::new("run");
+        kb.parent(Some(&st.key))
+            .list("argv", &argv)
+            .list("env", &env)
+            .list("args", &arg_env)
+            .opt("user", user.as_deref())
+            .str("workdir", &workdir)
+            .str("network", &format!("{network:?}"))
+            .str("security", &format!("{security:?}"))
+            .list("mounts", &mounts_key)
+            .list("binds", &binds)
+            .opt("stdin", stdin.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).as_deref())
+            .str("platform", &self.opts.platform.to_string());
+        let (key, fields) = kb.finish();
+        let memory = StepMemory {
+            key: key.to_hex(),
+            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            files: BTreeMap::new(),
+        };
+        env.extend(arg_env);
+        env.extend(proxy_env);
+        let v = self.cached_step(idx, inst, id, key, memory, started, || {
+            let lower = self.snapshots(st)?;
+            let _slot = self.runs.acquire();
+            self.check_cancel()?;
+            let req = crate::run::RunRequest {
+                loc: &loc,
+                id,
+                argv: argv.clone(),
+                env: env.clone(),
+                cwd: workdir.clone(),
+                user: user.clone(),
+                network,
+                insecure: security == SecurityMode::Insecure,
+                mounts: &run.mounts,
+                lower,
+                stdin: stdin.clone(),
+            };
+            let layer = crate::run::execute(self, &req)?;
+            Ok(StepValue { layer: Some(layer) })
+        })?;
+        let created_by = format!("RUN {} # forge", argv.join(" "));
+        self.push_layer(st, key, v, created_by);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_step(
+        &self,
+        idx: usize,
+        inst: &Instruction,
+        name: &str,
+        common: &forge_parser::CopyCommon,
+        from: Option<&str>,
+        parents: bool,
+        unpack: bool,
+        st: &mut StageState,
+    ) -> Result<(), SolveError> {
+        let loc = location(inst);
+        let id = self.step_id();
+        let started = Instant::now();
+        self.emit(Event::StepStarted { id, name: name.to_string() });
+        let dest_view = self.view(st)?;
+        let chown = match &common.chown {
+            Some(c) => Some(crate::users::resolve_chown(&dest_view, c).map_err(|m| SolveError::step(&loc, m))?),
+            None => None,
+        };
+        let chmod = match &common.chmod {
+            Some(m) => Some(u32::from_str_radix(m, 8).ok().filter(|v| *v <= 0o7777).ok_or_else(|| {
+                SolveError::step(&loc, format!("invalid --chmod value {m:?}: expected an octal mode such as 0755"))
+            })?),
+            None => None,
+        };
+        let flags = CopyFlags { chown, chmod, parents, exclude: common.exclude.clone() };
+        let workdir = st.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+
+        // Pick the source side.
+        let heredoc_dir;
+        let from_state;
+        let from_view;
+        let ctx_holder;
+        let mut from_key = String::from("context");
+        let side = if !common.heredocs.is_empty() {
+            heredoc_dir = self.store.temp_dir("heredoc")?;
+            for h in &common.heredocs {
+                std::fs::write(heredoc_dir.path().join(&h.name), &h.content).map_err(|e| SolveError::io(heredoc_dir.path(), e))?;
+            }
+            ctx_holder = Arc::new(Context::walk(heredoc_dir.path(), Ignore::none(), StatCache::default())?);
+            from_key = "heredoc".into();
+            SourceSide::Context(&ctx_holder)
+        } else if let Some(f) = from {
+            match self.resolve_from(f, &loc, id)? {
+                FromSource::State(s) => {
+                    from_key = format!("state:{}", s.key);
+                    from_state = s;
+                    from_view = self.view(&from_state)?;
+                    SourceSide::Image(&from_view)
+                }
+                FromSource::Dir(c) => {
+                    ctx_holder = c;
+                    from_key = format!("named-context:{f}");
+                    SourceSide::Context(&ctx_holder)
+                }
+            }
+        } else {
+            ctx_holder = self.context()?;
+            SourceSide::Context(&ctx_holder)
+        };
+        let ctx_for_hash = match &side {
+            SourceSide::Context(c) => Some(*c),
+            SourceSide::Image(_) => None,
+        };
+        let mut items = copy::plan(&side, &common.sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
+        copy::hash_items(&mut items, ctx_for_hash)?;
+        let digest = copy::items_digest(&items);
+        let keyword = inst.kind.keyword();
+        let mut kb = KeyBuilder::new(if keyword == "ADD" { "add" } else { "copy" });
+        kb.parent(Some(&st.key))
+            .str("from", &from_key)
+            .list("sources", &common.sources)
+            .str("dest", &common.dest)
+            .str("workdir", &workdir)
+            .opt("chown", chown.map(|(u, g)| format!("{u}:{g}")).as_deref())
+            .opt("chmod", chmod.map(|m| format!("{m:o}")).as_deref())
+            .str("unpack", if unpack { "1" } else { "0" })
+            .digest("content", &digest);
+        let (key, fields) = kb.finish();
+        let files = items
+            .iter()
+            .map(|it| (it.label.clone(), it.hash.map(|h| crate::key::hex32(&h)[..16].to_string()).unwrap_or_else(|| format!("{:?}:{:o}", it.kind, it.mode))))
+            .collect();
+        let memory = StepMemory { key: key.to_hex(), fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), files };
+        let owner = chown.unwrap_or((0, 0));
+        let v = self.cached_step(idx, inst, id, key, memory, started, || {
+            let staging = self.store.temp_dir("copy")?;
+            let fs_dir = staging.path().join("fs");
+            std::fs::create_dir(&fs_dir).map_err(|e| SolveError::io(&fs_dir, e))?;
+            if unpack {
+                crate::add::materialize_with_unpack(&items, &fs_dir, &dest_view, owner, &loc)?;
+            } else {
+                copy::materialize(&items, &fs_dir, &dest_view, owner)?;
+            }
+            let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
+            Ok(StepValue { layer: Some(layer) })
+        })?;
+        let created_by = format!("{} {} # forge", keyword, inst.source.trim().splitn(2, char::is_whitespace).nth(1).unwrap_or(""));
+        self.push_layer(st, key, v, created_by);
+        Ok(())
+    }
+
+    /// What the sources of bind mounts contain, for the RUN's key: a content digest for
+    /// context sources, the stage's key for stage sources.
+    fn bind_keys(&self, mounts: &[forge_parser::MountSpec], loc: &Location) -> Result<Vec<String>, SolveError> {
+        let mut out = Vec::new();
+        for m in mounts.iter().filter(|m| m.kind == forge_parser::MountKind::Bind) {
+            let src = m.source.clone().unwrap_or_else(|| "/".into());
+            let empty = LayeredView::new(vec![]);
+            let ctx = match &m.from {
+                None => self.context()?,
+                Some(f) => match self.resolve_from(f, loc, 0)? {
+                    FromSource::State(s) => {
+                        out.push(format!("{f}:{}", s.key));
+                        continue;
+                    }
+                    FromSource::Dir(c) => c,
+                },
+            };
+            let mut items = copy::plan(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &CopyFlags::default(), &empty, loc)?;
+            copy::hash_items(&mut items, Some(&ctx))?;
+            out.push(format!("{src}:{}", crate::key::hex32(&copy::items_digest(&items))));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn layer_options(&self, kind: SourceKind) -> LayerOptions {
+        LayerOptions { compression: self.opts.compression, source_date_epoch: self.opts.source_date_epoch, kind }
+    }
+
+    fn resolve_from(&self, f: &str, loc: &Location, id: usize) -> Result<FromSource, SolveError> {
+        if let Some(NamedContext::Dir(d)) = self.opts.build_contexts.get(f) {
+            return Ok(FromSource::Dir(self.named_context(f, d)?));
+        }
+        let lower = f.to_lowercase();
+        let by_name = self.df.stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str())).map(|s| s.index);
+        let by_index = f.parse::<usize>().ok().filter(|&i| i < self.df.stages.len());
+        if let Some(i) = by_name.or(by_index) {
+            let s = self.slots[i].wait().ok_or(SolveError::Cancelled)?;
+            return Ok(FromSource::State((*s).clone()));
+        }
+        let reference = match self.opts.build_contexts.get(f) {
+            Some(NamedContext::Image(r)) => r.clone(),
+            _ => f.to_string(),
+        };
+        let img = self.resolve_image(&reference, id).map_err(|e| SolveError::step(loc, e.to_string()))?;
+        Ok(FromSource::State(self.image_state(&img)))
+    }
+
+    fn workdir_step(&self, idx: usize, inst: &Instruction, name: &str, w: &str, st: &mut StageState) -> Result<(), SolveError> {
+        let current = st.config.config.working_dir.clone().unwrap_or_default();
+        let wd = join_workdir(&current, w);
+        st.config.config.working_dir = Some(wd.clone());
+        let id = self.step_id();
+        let started = Instant::now();
+        self.emit(Event::StepStarted { id, name: name.to_string() });
+        let view = self.view(st)?;
+        if wd == "/" || view.lookup(&wd, true).map(|e| e.is_dir()).unwrap_or(false) {
+            self.emit(Event::StepDone { id, duration: started.elapsed(), cached: true });
+            self.history(st, format!("WORKDIR {wd}"), true);
+            return Ok(());
+        }
+        let owner = match st.config.config.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) => crate::users::resolve_chown(&view, u).map_err(|m| SolveError::step(&location(inst), m))?,
+            None => (0, 0),
+        };
+        let mut kb = KeyBuilder::new("mkdir");
+        kb.parent(Some(&st.key)).str("path", &wd).str("owner", &format!("{}:{}", owner.0, owner.1));
+        let (key, fields) = kb.finish();
+        let memory = StepMemory { key: key.to_hex(), fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), files: BTreeMap::new() };
+        let epoch = self.opts.source_date_epoch;
+        let v = self.cached_step(idx, inst, id, key, memory, started, || {
+            let staging = self.store.temp_dir("mkdir")?;
+            let fs_dir = staging.path().join("fs");
+            std::fs::create_dir(&fs_dir).map_err(|e| SolveError::io(&fs_dir, e))?;
+            let now = epoch.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+            });
+            let item = copy::CopyItem {
+                dest: clean_abs(&wd),
+                kind: crate::context::Kind::Dir,
+                mode: 0o755,
+                uid: owner.0,
+                gid: owner.1,
+                mtime: (now, 0),
+                size: 0,
+                host: PathBuf::new(),
+                link: None,
+                hash: None,
+                label: wd.clone(),
+                top: true,
+            };
+            copy::materialize(std::slice::from_ref(&item), &fs_dir, &view, owner)?;
+            let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
+            Ok(StepValue { layer: Some(layer) })
+        })?;
+        self.push_layer(st, key, v, format!("WORKDIR {wd}"));
+        Ok(())
+    }
+
+    pub(crate) fn build_context(&self) -> Result<Arc<Context>, SolveError> {
+        self.context()
+    }
+
+    /// The merged view of a stage (by name or index) or an image, for RUN bind mounts.
+    pub(crate) fn view_of(&self, from: &str, loc: &Location) -> Result<LayeredView, SolveError> {
+        match self.resolve_from(from, loc, 0)? {
+            FromSource::State(s) => self.view(&s),
+            FromSource::Dir(c) => Ok(LayeredView::new(vec![c.root().to_path_buf()])),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.store
+    }
+
+    pub(crate) fn sandbox(&self) -> &Sandbox {
+        self.sandbox
+    }
+
+    pub(crate) fn cancel_token(&self) -> &CancelToken {
+        self.cancel
+    }
+
+    pub(crate) fn options(&self) -> &BuildOptions {
+        self.opts
+    }
+
+    pub(crate) fn log(&self, id: usize, stream: LogStream, line: String) {
+        self.emit(Event::Log { id, stream, line });
+    }
+
+    fn export(&self, st: &StageState) -> Result<BuildOutput, SolveError> {
+        let mut config = st.config.clone();
+        config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id.clone()).collect();
+        config.history = st.history.clone();
+        config.created = Some(now_rfc3339(self.opts.source_date_epoch));
+        if !self.opts.labels.is_empty() {
+            let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
+            for (k, v) in &self.opts.labels {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+        let (manifest_digest, manifest_size, manifest, config_digest) =
+            crate::layers::write_image(self.store, &config, &st.layers)?;
+        let snapshots = self.snapshots(st)?;
+        Ok(BuildOutput {
+            manifest_digest,
+            manifest_size,
+            manifest,
+            config,
+            config_digest,
+            snapshots,
+            steps_run: self.steps_run.load(Ordering::Relaxed),
+            steps_cached: self.steps_cached.load(Ordering::Relaxed),
+        })
+    }
+}
+
+enum FromSource {
+    State(StageState),
+    Dir(Arc<Context>),
+}
+
+/// ARGs declared so far in a stage, and whether CMD was set in it.
+struct Scope {
+    args: Vec<(String, String)>,
+    cmd_set: bool,
+}

@@ -1,0 +1,253 @@
+//! How each instruction changes the image config, following BuildKit's dockerfile2llb rules.
+
+use std::collections::BTreeMap;
+
+use forge_oci::image::EmptyObject;
+use forge_oci::{HealthConfig, ImageConfig};
+use forge_parser::{CmdForm, Healthcheck, InstructionKind};
+
+/// `/bin/sh -c`, the default SHELL on Linux.
+pub fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".to_string(), "-c".to_string()]
+}
+
+/// The argv for a CMD/ENTRYPOINT/RUN in shell or exec form.
+pub fn argv(form: &CmdForm, shell: &[String]) -> Vec<String> {
+    match form {
+        CmdForm::Exec(v) => v.clone(),
+        CmdForm::Shell(s) => {
+            let mut v = shell.to_vec();
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+/// The stage's current SHELL.
+pub fn shell_of(cfg: &ImageConfig) -> Vec<String> {
+    cfg.config.shell.clone().filter(|s| !s.is_empty()).unwrap_or_else(default_shell)
+}
+
+/// Sets or replaces `KEY=value` in an env list, keeping the original order.
+pub fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+    let entry = format!("{key}={value}");
+    for e in env.iter_mut() {
+        if e.split_once('=').map(|(k, _)| k) == Some(key) {
+            *e = entry;
+            return;
+        }
+    }
+    env.push(entry);
+}
+
+/// Looks a key up in an env list.
+pub fn get_env<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter().rev().find_map(|e| match e.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        _ => None,
+    })
+}
+
+/// Joins a WORKDIR onto the current one, as `path.Join` would.
+pub fn join_workdir(current: &str, next: &str) -> String {
+    let joined = if next.starts_with('/') { next.to_string() } else { format!("{}/{}", if current.is_empty() { "/" } else { current }, next) };
+    clean_abs(&joined)
+}
+
+/// Cleans an absolute path: collapses `//`, `.` and `..`.
+pub fn clean_abs(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Normalizes an EXPOSE spec to `port/proto` keys (ranges expand).
+pub fn expose_keys(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    // A host part (ip:port or ip:hostport:port) keeps only the container port.
+    let ports = ports.rsplit(':').next().unwrap_or(ports);
+    let parse = |s: &str| s.parse::<u16>().map_err(|_| format!("invalid containerPort: {s}"));
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!("invalid port range: {ports}"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Renders a string list the way Go's `%q` prints a slice: `["a" "b"]`.
+pub fn go_list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| serde_json::to_string(s).unwrap_or_default()).collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// Applies a metadata instruction (already expanded) to the config. Returns the history
+/// `created_by` text. `cmd_set` tracks whether this stage set CMD, so ENTRYPOINT only resets an
+/// inherited one. Instructions that touch the filesystem are not handled here.
+pub fn apply_metadata(cfg: &mut ImageConfig, kind: &InstructionKind, cmd_set: &mut bool) -> Option<String> {
+    let c = &mut cfg.config;
+    match kind {
+        InstructionKind::Env(kvs) => {
+            let env = c.env.get_or_insert_with(Vec::new);
+            let mut parts = Vec::new();
+            for kv in kvs {
+                set_env(env, &kv.key, &kv.value);
+                parts.push(format!("{}={}", kv.key, kv.value));
+            }
+            Some(format!("ENV {}", parts.join(" ")))
+        }
+        InstructionKind::Label(kvs) => {
+            let labels = c.labels.get_or_insert_with(BTreeMap::new);
+            let mut parts = Vec::new();
+            for kv in kvs {
+                labels.insert(kv.key.clone(), kv.value.clone());
+                parts.push(format!("{}={}", kv.key, kv.value));
+            }
+            Some(format!("LABEL {}", parts.join(" ")))
+        }
+        InstructionKind::Maintainer(m) => {
+            cfg.author = Some(m.clone());
+            Some(format!("MAINTAINER {m}"))
+        }
+        InstructionKind::Cmd(cl) => {
+            let shell = c.shell.clone().filter(|s| !s.is_empty()).unwrap_or_else(default_shell);
+            let v = argv(&cl.form, &shell);
+            let text = format!("CMD {}", go_list(&v));
+            c.cmd = Some(v);
+            *cmd_set = true;
+            Some(text)
+        }
+        InstructionKind::Entrypoint(cl) => {
+            let shell = c.shell.clone().filter(|s| !s.is_empty()).unwrap_or_else(default_shell);
+            let v = argv(&cl.form, &shell);
+            let text = format!("ENTRYPOINT {}", go_list(&v));
+            c.entrypoint = Some(v);
+            if !*cmd_set {
+                c.cmd = None;
+            }
+            Some(text)
+        }
+        InstructionKind::Shell(v) => {
+            c.shell = Some(v.clone());
+            Some(format!("SHELL {}", go_list(v)))
+        }
+        InstructionKind::User(u) => {
+            c.user = Some(u.clone());
+            Some(format!("USER {u}"))
+        }
+        InstructionKind::Expose(ports) => {
+            let map = c.exposed_ports.get_or_insert_with(BTreeMap::new);
+            for p in ports {
+                if let Ok(keys) = expose_keys(p) {
+                    for k in keys {
+                        map.insert(k, EmptyObject {});
+                    }
+                }
+            }
+            let items: Vec<String> = map.keys().map(|k| format!("{k}:{{}}")).collect();
+            Some(format!("EXPOSE map[{}]", items.join(" ")))
+        }
+        InstructionKind::Volume(vols) => {
+            let map = c.volumes.get_or_insert_with(BTreeMap::new);
+            for v in vols {
+                map.insert(v.clone(), EmptyObject {});
+            }
+            Some(format!("VOLUME {}", go_list(vols)))
+        }
+        InstructionKind::StopSignal(s) => {
+            c.stop_signal = Some(s.clone());
+            Some(format!("STOPSIGNAL {s}"))
+        }
+        InstructionKind::Healthcheck(h) => {
+            let hc = match h {
+                Healthcheck::None => HealthConfig { test: Some(vec!["NONE".into()]), ..Default::default() },
+                Healthcheck::Check { test, interval, timeout, start_period, start_interval, retries } => HealthConfig {
+                    test: Some(test.clone()),
+                    interval: *interval,
+                    timeout: *timeout,
+                    start_period: *start_period,
+                    start_interval: *start_interval,
+                    retries: *retries,
+                },
+            };
+            let text = format!("HEALTHCHECK {}", go_list(hc.test.as_deref().unwrap_or(&[])));
+            c.healthcheck = Some(hc);
+            Some(text)
+        }
+        InstructionKind::Onbuild(ob) => {
+            c.on_build.get_or_insert_with(Vec::new).push(ob.expression.clone());
+            Some(format!("ONBUILD {}", ob.expression))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forge_parser::{CommandLine, KeyValue};
+
+    fn cfg() -> ImageConfig {
+        ImageConfig::scratch(&forge_oci::Platform::host())
+    }
+
+    #[test]
+    fn entrypoint_resets_inherited_cmd_only() {
+        let mut c = cfg();
+        c.config.cmd = Some(vec!["inherited".into()]);
+        let mut set = false;
+        apply_metadata(&mut c, &InstructionKind::Entrypoint(CommandLine { form: CmdForm::Exec(vec!["/app".into()]) }), &mut set);
+        assert_eq!(c.config.cmd, None);
+        apply_metadata(&mut c, &InstructionKind::Cmd(CommandLine { form: CmdForm::Shell("run it".into()) }), &mut set);
+        apply_metadata(&mut c, &InstructionKind::Entrypoint(CommandLine { form: CmdForm::Exec(vec!["/b".into()]) }), &mut set);
+        assert_eq!(c.config.cmd, Some(vec!["/bin/sh".into(), "-c".into(), "run it".into()]));
+    }
+
+    #[test]
+    fn env_replaces_in_place_and_labels_merge() {
+        let mut c = cfg();
+        let mut set = false;
+        let kv = |k: &str, v: &str| KeyValue { key: k.into(), value: v.into() };
+        apply_metadata(&mut c, &InstructionKind::Env(vec![kv("A", "1"), kv("B", "2")]), &mut set);
+        apply_metadata(&mut c, &InstructionKind::Env(vec![kv("A", "3")]), &mut set);
+        assert_eq!(c.config.env, Some(vec!["A=3".into(), "B=2".into()]));
+        apply_metadata(&mut c, &InstructionKind::Label(vec![kv("x", "1")]), &mut set);
+        apply_metadata(&mut c, &InstructionKind::Label(vec![kv("y", "2")]), &mut set);
+        assert_eq!(c.config.labels.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn workdirs_chain_and_clean() {
+        assert_eq!(join_workdir("/a", "b"), "/a/b");
+        assert_eq!(join_workdir("/a", "/c/./d/../e"), "/c/e");
+        assert_eq!(join_workdir("", "x"), "/x");
+    }
+
+    #[test]
+    fn expose_specs() {
+        assert_eq!(expose_keys("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(expose_keys("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(expose_keys("8000-8002").unwrap().len(), 3);
+        assert!(expose_keys("80/xyz").is_err());
+        assert!(expose_keys("abc").is_err());
+    }
+}

@@ -1,0 +1,621 @@
+//! COPY and ADD: choosing the source entries, keying them by content, and materializing them
+//! into a layer directory.
+//!
+//! A copy is planned as a flat list of [`CopyItem`]s (one per file, directory or symlink that
+//! lands in the image), then keyed by what the items contain, then written into an empty
+//! staging directory that becomes both the layer tar and the overlay snapshot.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::config::clean_abs;
+use crate::context::{Context, Kind};
+use crate::error::{Location, SolveError};
+use crate::glob;
+use crate::layered::{Entry, LayeredView};
+
+/// One filesystem object a COPY writes into the image.
+#[derive(Clone, Debug)]
+pub struct CopyItem {
+    /// Absolute, cleaned path inside the image.
+    pub dest: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub size: u64,
+    /// Where the bytes are read from (files) — a context file, a snapshot file or a temp file.
+    pub host: PathBuf,
+    pub link: Option<String>,
+    /// blake3 of the content, filled in by [`hash_items`].
+    pub hash: Option<[u8; 32]>,
+    /// The source path as the user wrote or matched it, for messages and `--explain`.
+    pub label: String,
+    /// True for a source the user named (or a wildcard matched), false for entries found
+    /// inside a source directory. ADD only unpacks top-level archives.
+    pub top: bool,
+}
+
+/// The flags that shape a copy.
+#[derive(Clone, Debug, Default)]
+pub struct CopyFlags {
+    pub chown: Option<(u32, u32)>,
+    pub chmod: Option<u32>,
+    pub parents: bool,
+    pub exclude: Vec<String>,
+}
+
+/// Where COPY reads from.
+pub enum SourceSide<'a> {
+    Context(&'a Context),
+    Image(&'a LayeredView),
+}
+
+fn not_found(loc: &Location, src: &str, excluded: bool) -> SolveError {
+    let mut message = format!("source {src:?} not found in the build context");
+    let help = if excluded {
+        message = format!("source {src:?} is excluded by .dockerignore");
+        Some("remove or narrow the .dockerignore pattern that matches it".to_string())
+    } else {
+        Some("paths are relative to the build context; check the spelling and the context directory".to_string())
+    };
+    SolveError::Step { location: loc.clone(), message, help }
+}
+
+/// Cleans a COPY source to a context-relative path (`./a/../b/` → `b`, `/x` → `x`).
+pub fn clean_rel(src: &str) -> String {
+    let c = clean_abs(&format!("/{src}"));
+    c.trim_start_matches('/').to_string()
+}
+
+/// Resolves symlinks in the directory components of an absolute image path, so that a COPY to
+/// `/bin/x` lands in `/usr/bin/x` when `/bin` is a symlink to `usr/bin`.
+pub fn resolve_dest_dirs(view: &LayeredView, dest: &str) -> String {
+    let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.is_empty() {
+        return "/".into();
+    }
+    let mut cur = String::from("/");
+    for (i, c) in comps.iter().enumerate() {
+        let next = clean_abs(&format!("{cur}/{c}"));
+        if i + 1 == comps.len() {
+            return next;
+        }
+        match view.lookup(&next, false) {
+            Some(e) if e.meta.file_type().is_symlink() => {
+                // Resolve through the view, which keeps the result inside the image root.
+                cur = match std::fs::read_link(&e.host) {
+                    Ok(t) => {
+                        let t = t.to_string_lossy().to_string();
+                        let joined = if t.starts_with('/') { t } else { format!("{cur}/{t}") };
+                        resolve_dest_dirs(view, &format!("{}/", clean_abs(&joined)))
+                            .trim_end_matches('/')
+                            .to_string()
+                    }
+                    Err(_) => next,
+                };
+                if cur.is_empty() {
+                    cur = "/".into();
+                }
+            }
+            _ => cur = next,
+        }
+    }
+    cur
+}
+
+struct Selected {
+    /// Path relative to the source root (context or image root).
+    rel: String,
+    kind: Kind,
+}
+
+fn select_context(ctx: &Context, src: &str, loc: &Location) -> Result<Vec<Selected>, SolveError> {
+    let rel = clean_rel(src);
+    if glob::has_meta(&rel) {
+        let out: Vec<Selected> = ctx
+            .entries()
+            .iter()
+            .filter(|(k, _)| !k.is_empty() && glob::matches(&rel, k))
+            .map(|(k, e)| Selected { rel: k.clone(), kind: e.kind })
+            .collect();
+        if out.is_empty() {
+            return Err(not_found(loc, src, false));
+        }
+        return Ok(out);
+    }
+    match ctx.get(&rel) {
+        Some(e) => Ok(vec![Selected { rel, kind: e.kind }]),
+        None => {
+            let on_disk = std::fs::symlink_metadata(ctx.root().join(&rel)).is_ok();
+            Err(not_found(loc, src, on_disk && ctx.ignore().excluded(&rel)))
+        }
+    }
+}
+
+fn meta_of(m: &std::fs::Metadata) -> (Kind, u32, u32, u32, (i64, i64), u64) {
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else {
+        Kind::Other
+    };
+    (kind, m.permissions().mode() & 0o7777, m.uid(), m.gid(), (m.mtime(), m.mtime_nsec()), m.len())
+}
+
+/// Plans a COPY/ADD of `sources` to `dest` (already expanded; `dest` absolute or relative to
+/// `workdir`). `dest_view` is the image being copied into.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
+    side: &SourceSide<'_>,
+    sources: &[String],
+    dest: &str,
+    workdir: &str,
+    flags: &CopyFlags,
+    dest_view: &LayeredView,
+    loc: &Location,
+) -> Result<Vec<CopyItem>, SolveError> {
+    let dest_abs = if dest.starts_with('/') { dest.to_string() } else { format!("{}/{}", workdir, dest) };
+    let dest_is_dir_hint = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    let dest_clean = resolve_dest_dirs(dest_view, &clean_abs(&dest_abs));
+
+    let exclude = if flags.exclude.is_empty() {
+        None
+    } else {
+        Some(forge_parser::dockerignore::PatternMatcher::new(&flags.exclude).map_err(|e| {
+            SolveError::step(loc, format!("invalid --exclude pattern: {e}"))
+        })?)
+    };
+    let excluded = |rel: &str| exclude.as_ref().map(|m| m.matches_or_parent_matches(rel).unwrap_or(false)).unwrap_or(false);
+
+    // Gather the top-level matches of every source.
+    let mut matches: Vec<(String, Selected)> = Vec::new();
+    for src in sources {
+        let sel = match side {
+            SourceSide::Context(ctx) => select_context(ctx, src, loc)?,
+            SourceSide::Image(view) => select_image(view, src, loc)?,
+        };
+        for s in sel {
+            if !excluded(&s.rel) {
+                matches.push((src.clone(), s));
+            }
+        }
+    }
+    let multiple = matches.len() > 1 || sources.iter().any(|s| glob::has_meta(s)) && matches.len() > 1;
+    let dest_exists_as_dir = dest_view.lookup(&dest_clean, true).map(|e| e.is_dir()).unwrap_or(false);
+    if multiple && !dest_is_dir_hint && !dest_exists_as_dir {
+        return Err(SolveError::Step {
+            location: loc.clone(),
+            message: "when copying more than one source, the destination must be a directory and end with a /".into(),
+            help: Some(format!("write the destination as {dest}/")),
+        });
+    }
+    let dest_is_dir = dest_is_dir_hint || dest_exists_as_dir || multiple;
+
+    let mut items = Vec::new();
+    for (_src, sel) in matches {
+        let base_name = sel.rel.rsplit('/').next().unwrap_or("").to_string();
+        let push_tree = |root_rel: &str, target: &str, items: &mut Vec<CopyItem>| -> Result<(), SolveError> {
+            walk_side(side, root_rel, &mut |rel_under: &str, host: &Path, m: &std::fs::Metadata, link: Option<String>| {
+                let full_rel = if rel_under.is_empty() { root_rel.to_string() } else if root_rel.is_empty() { rel_under.to_string() } else { format!("{root_rel}/{rel_under}") };
+                if !rel_under.is_empty() && excluded(&full_rel) {
+                    return;
+                }
+                let (kind, mode, uid, gid, mtime, size) = meta_of(m);
+                let d = if rel_under.is_empty() { target.to_string() } else { clean_abs(&format!("{target}/{rel_under}")) };
+                items.push(CopyItem {
+                    dest: d,
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    size,
+                    host: host.to_path_buf(),
+                    link,
+                    hash: None,
+                    label: full_rel,
+                    top: rel_under.is_empty(),
+                });
+            })
+        };
+        let target = if flags.parents {
+            clean_abs(&format!("{dest_clean}/{}", sel.rel))
+        } else if sel.kind == Kind::Dir {
+            dest_clean.clone()
+        } else if dest_is_dir {
+            clean_abs(&format!("{dest_clean}/{base_name}"))
+        } else {
+            dest_clean.clone()
+        };
+        if sel.kind == Kind::Symlink && !flags.parents {
+            // A top-level symlink source is followed.
+            let (_, resolved) = follow_side(side, &sel.rel, loc)?;
+            push_tree(&resolved, &target, &mut items)?;
+            continue;
+        }
+        push_tree(&sel.rel, &target, &mut items)?;
+    }
+
+    for it in &mut items {
+        // Files from the build context belong to root unless --chown says otherwise.
+        if matches!(side, SourceSide::Context(_)) {
+            it.uid = 0;
+            it.gid = 0;
+        }
+        if let Some((u, g)) = flags.chown {
+            it.uid = u;
+            it.gid = g;
+        }
+        if let Some(m) = flags.chmod {
+            if it.kind != Kind::Symlink {
+                it.mode = m;
+            }
+        }
+    }
+    items.sort_by(|a, b| a.dest.cmp(&b.dest));
+    items.dedup_by(|b, a| a.dest == b.dest && { *a = b.clone(); true });
+    Ok(items)
+}
+
+fn select_image(view: &LayeredView, src: &str, loc: &Location) -> Result<Vec<Selected>, SolveError> {
+    let abs = clean_abs(&format!("/{src}"));
+    if glob::has_meta(&abs) {
+        // Match the last component within its (literal) parent directory.
+        let (parent, pat) = abs.rsplit_once('/').unwrap_or(("", &abs));
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let mut out = Vec::new();
+        if let Some(dir) = view.lookup(parent, true) {
+            if dir.is_dir() {
+                for (name, e) in view.read_dir(&dir).map_err(|e| SolveError::io(&dir.host, e))? {
+                    let name = name.to_string_lossy().to_string();
+                    if glob::matches(pat, &name) {
+                        let (kind, ..) = meta_of(&e.meta);
+                        out.push(Selected { rel: clean_rel(&format!("{parent}/{name}")), kind });
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(SolveError::step(loc, format!("no source files were found matching {src:?}")));
+        }
+        return Ok(out);
+    }
+    match view.lookup(&abs, false) {
+        Some(e) => {
+            let (kind, ..) = meta_of(&e.meta);
+            Ok(vec![Selected { rel: clean_rel(&abs), kind }])
+        }
+        None => Err(SolveError::step(loc, format!("source {src:?} not found in the source image or stage"))),
+    }
+}
+
+/// Follows a top-level symlink source; the result stays inside the source root.
+fn follow_side(side: &SourceSide<'_>, rel: &str, loc: &Location) -> Result<(Kind, String), SolveError> {
+    match side {
+        SourceSide::Image(view) => {
+            let e = view.lookup(&format!("/{rel}"), true).ok_or_else(|| SolveError::step(loc, format!("source {rel:?} is a dangling symlink")))?;
+            let (kind, ..) = meta_of(&e.meta);
+            // Find the resolved path by walking symlink targets inside the view.
+            let mut cur = format!("/{rel}");
+            for _ in 0..40 {
+                match view.lookup(&cur, false) {
+                    Some(x) if x.meta.file_type().is_symlink() => {
+                        let t = std::fs::read_link(&x.host).map_err(|err| SolveError::io(&x.host, err))?;
+                        let t = t.to_string_lossy().to_string();
+                        let parent = cur.rsplit_once('/').map(|p| p.0).unwrap_or("");
+                        cur = if t.starts_with('/') { clean_abs(&t) } else { clean_abs(&format!("{parent}/{t}")) };
+                    }
+                    _ => break,
+                }
+            }
+            Ok((kind, clean_rel(&cur)))
+        }
+        SourceSide::Context(ctx) => {
+            let mut cur = rel.to_string();
+            for _ in 0..40 {
+                match ctx.get(&cur) {
+                    Some(e) if e.kind == Kind::Symlink => {
+                        let t = e.link.clone().unwrap_or_default();
+                        let parent = cur.rsplit_once('/').map(|p| p.0).unwrap_or("");
+                        cur = if t.starts_with('/') { clean_rel(&t) } else { clean_rel(&format!("{parent}/{t}")) };
+                    }
+                    Some(e) => return Ok((e.kind, cur)),
+                    None => {
+                        return Err(SolveError::step(
+                            loc,
+                            format!("source {rel:?} is a symlink to {cur:?}, which is not in the build context"),
+                        ))
+                    }
+                }
+            }
+            Err(SolveError::step(loc, format!("source {rel:?}: too many levels of symbolic links")))
+        }
+    }
+}
+
+type Visit<'v> = dyn FnMut(&str, &Path, &std::fs::Metadata, Option<String>) + 'v;
+
+/// Visits `root_rel` and everything below it on one source side, parents before children.
+fn walk_side(side: &SourceSide<'_>, root_rel: &str, f: &mut Visit<'_>) -> Result<(), SolveError> {
+    match side {
+        SourceSide::Context(ctx) => {
+            let prefix_len = if root_rel.is_empty() { 0 } else { root_rel.len() + 1 };
+            for (rel, e) in ctx.subtree(root_rel) {
+                let under = if rel.len() >= prefix_len { &rel[prefix_len..] } else { "" };
+                let host = ctx.root().join(rel);
+                let m = std::fs::symlink_metadata(&host).map_err(|err| SolveError::io(&host, err))?;
+                f(under, &host, &m, e.link.clone());
+            }
+            Ok(())
+        }
+        SourceSide::Image(view) => {
+            let Some(top) = view.lookup(&format!("/{root_rel}"), false) else { return Ok(()) };
+            fn rec(view: &LayeredView, e: &Entry, under: &str, f: &mut Visit<'_>) -> Result<(), SolveError> {
+                let link = if e.meta.file_type().is_symlink() {
+                    std::fs::read_link(&e.host).ok().map(|p| p.to_string_lossy().into_owned())
+                } else {
+                    None
+                };
+                f(under, &e.host, &e.meta, link);
+                if e.is_dir() {
+                    for (name, child) in view.read_dir(e).map_err(|err| SolveError::io(&e.host, err))? {
+                        let n = name.to_string_lossy();
+                        let u = if under.is_empty() { n.to_string() } else { format!("{under}/{n}") };
+                        rec(view, &child, &u, f)?;
+                    }
+                }
+                Ok(())
+            }
+            rec(view, &top, "", f)
+        }
+    }
+}
+
+/// Fills in content hashes, in parallel. Context files use the stat cache.
+pub fn hash_items(items: &mut [CopyItem], ctx: Option<&Context>) -> Result<(), SolveError> {
+    items.par_iter_mut().try_for_each(|it| -> Result<(), SolveError> {
+        if it.kind != Kind::File {
+            return Ok(());
+        }
+        let h = match ctx {
+            Some(c) => match it.host.strip_prefix(c.root()).ok().and_then(|r| r.to_str()).and_then(|r| c.get(r).map(|e| (r.to_string(), e.clone()))) {
+                Some((rel, e)) => c.file_hash(&rel, &e)?,
+                None => crate::context::hash_file(&it.host)?,
+            },
+            None => crate::context::hash_file(&it.host)?,
+        };
+        it.hash = Some(h);
+        Ok(())
+    })
+}
+
+/// The digest of everything a copy writes: paths, types, modes, owners, sizes, contents and
+/// link targets. Never mtimes.
+pub fn items_digest(items: &[CopyItem]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"forge-copy-items-v1");
+    for it in items {
+        h.update(&(it.dest.len() as u64).to_le_bytes());
+        h.update(it.dest.as_bytes());
+        h.update(&[it.kind as u8]);
+        h.update(&it.mode.to_le_bytes());
+        h.update(&it.uid.to_le_bytes());
+        h.update(&it.gid.to_le_bytes());
+        if it.kind == Kind::File {
+            h.update(&it.size.to_le_bytes());
+            h.update(&it.hash.unwrap_or([0; 32]));
+        }
+        if let Some(l) = &it.link {
+            h.update(&(l.len() as u64).to_le_bytes());
+            h.update(l.as_bytes());
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn lchown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstr(p)?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a path's mtime (and atime) without following symlinks.
+pub fn set_mtime(p: &Path, t: (i64, i64)) -> io::Result<()> {
+    let c = cstr(p)?;
+    let ts = [
+        libc::timespec { tv_sec: t.0 as libc::time_t, tv_nsec: t.1 as _ },
+        libc::timespec { tv_sec: t.0 as libc::time_t, tv_nsec: t.1 as _ },
+    ];
+    // SAFETY: valid path and a two-element timespec array.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates the parents of `dest` in `staging`, giving each the metadata it has in the image
+/// (or 0755 and `owner` when the image lacks it).
+fn ensure_parents(staging: &Path, dest: &str, view: &LayeredView, owner: (u32, u32), made: &mut Vec<(PathBuf, (i64, i64))>) -> io::Result<()> {
+    let mut cur = String::new();
+    let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        cur.push('/');
+        cur.push_str(c);
+        let host = staging.join(&cur[1..]);
+        if std::fs::symlink_metadata(&host).is_ok() {
+            continue;
+        }
+        std::fs::create_dir(&host)?;
+        match view.lookup(&cur, true) {
+            Some(e) if e.is_dir() => {
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(e.meta.permissions().mode() & 0o7777))?;
+                lchown(&host, e.meta.uid(), e.meta.gid())?;
+                made.push((host, (e.meta.mtime(), e.meta.mtime_nsec())));
+            }
+            _ => {
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?;
+                lchown(&host, owner.0, owner.1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the items into `staging` (an empty directory that becomes the layer).
+pub fn materialize(items: &[CopyItem], staging: &Path, view: &LayeredView, owner: (u32, u32)) -> Result<(), SolveError> {
+    let mut dir_times = Vec::new();
+    let io_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: io::Error| SolveError::io(&p, e)
+    };
+    // Parents and directories first, sequentially; then files in parallel.
+    for it in items {
+        let host = staging.join(it.dest.trim_start_matches('/'));
+        ensure_parents(staging, &it.dest, view, owner, &mut dir_times).map_err(io_err(&host))?;
+        match it.kind {
+            Kind::Dir => {
+                if it.dest == "/" {
+                    continue;
+                }
+                match std::fs::symlink_metadata(&host) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        std::fs::remove_file(&host).map_err(io_err(&host))?;
+                        std::fs::create_dir(&host).map_err(io_err(&host))?;
+                    }
+                    Err(_) => std::fs::create_dir(&host).map_err(io_err(&host))?,
+                }
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(it.mode)).map_err(io_err(&host))?;
+                lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
+                dir_times.push((host, it.mtime));
+            }
+            Kind::Symlink => {
+                let _ = std::fs::remove_file(&host);
+                std::os::unix::fs::symlink(it.link.as_deref().unwrap_or(""), &host).map_err(io_err(&host))?;
+                lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
+                set_mtime(&host, it.mtime).map_err(io_err(&host))?;
+            }
+            Kind::File | Kind::Other => {}
+        }
+    }
+    items.par_iter().filter(|it| it.kind == Kind::File).try_for_each(|it| -> Result<(), SolveError> {
+        let host = staging.join(it.dest.trim_start_matches('/'));
+        if let Ok(m) = std::fs::symlink_metadata(&host) {
+            if m.is_dir() {
+                std::fs::remove_dir_all(&host).map_err(io_err(&host))?;
+            } else {
+                std::fs::remove_file(&host).map_err(io_err(&host))?;
+            }
+        }
+        std::fs::copy(&it.host, &host).map_err(io_err(&it.host))?;
+        lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
+        // chmod after chown: chown clears setuid bits.
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(it.mode)).map_err(io_err(&host))?;
+        set_mtime(&host, it.mtime).map_err(io_err(&host))?;
+        Ok(())
+    })?;
+    for (p, t) in dir_times.iter().rev() {
+        set_mtime(p, *t).map_err(io_err(p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{Ignore, StatCache};
+
+    fn loc() -> Location {
+        Location { instruction: "COPY".into(), span: Default::default() }
+    }
+
+    fn ctx_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Context) {
+        let t = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let path = t.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        }
+        let ctx = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        (t, ctx)
+    }
+
+    fn dests(items: &[CopyItem]) -> Vec<String> {
+        items.iter().map(|i| i.dest.clone()).collect()
+    }
+
+    #[test]
+    fn directory_sources_copy_their_contents() {
+        let (_t, ctx) = ctx_with(&[("src/a.txt", "a"), ("src/sub/b.txt", "b")]);
+        let view = LayeredView::new(vec![]);
+        let items = plan(&SourceSide::Context(&ctx), &["src".into()], "/app", "/", &CopyFlags::default(), &view, &loc()).unwrap();
+        assert_eq!(dests(&items), vec!["/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"]);
+    }
+
+    #[test]
+    fn file_to_dir_and_to_file() {
+        let (_t, ctx) = ctx_with(&[("req.txt", "x")]);
+        let view = LayeredView::new(vec![]);
+        let f = CopyFlags::default();
+        let a = plan(&SourceSide::Context(&ctx), &["req.txt".into()], ".", "/app", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&a), vec!["/app/req.txt"]);
+        let b = plan(&SourceSide::Context(&ctx), &["req.txt".into()], "/x/renamed", "/", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&b), vec!["/x/renamed"]);
+    }
+
+    #[test]
+    fn wildcards_and_multiple_sources_need_a_dir() {
+        let (_t, ctx) = ctx_with(&[("a.py", "1"), ("b.py", "2"), ("c.txt", "3")]);
+        let view = LayeredView::new(vec![]);
+        let f = CopyFlags::default();
+        let items = plan(&SourceSide::Context(&ctx), &["*.py".into()], "/app/", "/", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&items), vec!["/app/a.py", "/app/b.py"]);
+        let err = plan(&SourceSide::Context(&ctx), &["*.py".into()], "/app", "/", &f, &view, &loc()).unwrap_err();
+        assert!(err.to_string().contains("must be a directory"), "{err}");
+    }
+
+    #[test]
+    fn missing_source_is_named() {
+        let (_t, ctx) = ctx_with(&[("a", "1")]);
+        let view = LayeredView::new(vec![]);
+        let err = plan(&SourceSide::Context(&ctx), &["nope.txt".into()], "/", "/", &CopyFlags::default(), &view, &loc()).unwrap_err();
+        assert!(err.to_string().contains("\"nope.txt\" not found"), "{err}");
+    }
+
+    #[test]
+    fn digest_ignores_mtime_but_sees_content_and_mode() {
+        let (t, ctx) = ctx_with(&[("f", "one")]);
+        let view = LayeredView::new(vec![]);
+        let f = CopyFlags::default();
+        let mut a = plan(&SourceSide::Context(&ctx), &["f".into()], "/f", "/", &f, &view, &loc()).unwrap();
+        hash_items(&mut a, Some(&ctx)).unwrap();
+        let mut b = a.clone();
+        b[0].mtime = (1, 0);
+        assert_eq!(items_digest(&a), items_digest(&b));
+        b[0].mode = 0o755;
+        assert_ne!(items_digest(&a), items_digest(&b));
+        std::fs::write(t.path().join("f"), "two").unwrap();
+        let ctx2 = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let mut c = plan(&SourceSide::Context(&ctx2), &["f".into()], "/f", "/", &f, &view, &loc()).unwrap();
+        hash_items(&mut c, Some(&ctx2)).unwrap();
+        assert_ne!(items_digest(&a), items_digest(&c));
+    }
+}
