@@ -475,9 +475,15 @@ fn proxy_one(
             .position(|(p, _)| request_line.contains(p.as_str()));
         pos.and_then(|i| rules.remove(i)).map(|(_, f)| f)
     };
+    let range = head.iter().skip(1).find_map(|h| {
+        let (k, v) = h.split_once(':')?;
+        k.eq_ignore_ascii_case("range")
+            .then(|| v.trim().to_string())
+    });
+    let range = range.map(|r| format!(" [range {r}]")).unwrap_or_default();
     seen.lock()
         .unwrap()
-        .push(format!("{request_line} => {fault:?}"));
+        .push(format!("{request_line}{range} => {fault:?}"));
     let mut out = client;
     match &fault {
         Some(Fault::Reset) => return Ok(()),
