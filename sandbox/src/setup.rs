@@ -542,3 +542,444 @@ fn mount_sys(sys: &dyn Syscall, target: &Path, insecure: bool) -> HResult<()> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Mount;
+    use crate::syscall::testing::{Call, RecordingSyscall};
+
+    /// A staging dir whose `root/` stands in for the mounted rootfs (the fake mounts nothing).
+    struct Fixture {
+        staging: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let staging = tempfile::tempdir().unwrap();
+            let root = staging.path().join("root");
+            for d in ["etc", "proc/acpi", "proc/sys"] {
+                std::fs::create_dir_all(root.join(d)).unwrap();
+            }
+            std::fs::write(root.join("proc/kcore"), "").unwrap();
+            Fixture { staging }
+        }
+
+        fn ctx(&self, userns: bool, overlay: OverlayFeatures) -> SetupContext {
+            SetupContext {
+                staging: self.staging.path().to_path_buf(),
+                userns,
+                host_resolv_conf: "nameserver 127.0.0.53\n".into(),
+                overlay,
+            }
+        }
+
+        fn root(&self) -> PathBuf {
+            self.staging.path().join("root")
+        }
+    }
+
+    const ALL: OverlayFeatures = OverlayFeatures {
+        redirect_dir: true,
+        metacopy: true,
+    };
+
+    fn overlay_spec() -> RunSpec {
+        RunSpec::new(
+            Rootfs::Overlay {
+                lower: vec!["/s/l2".into(), "/s/l1".into()],
+                upper: "/s/up".into(),
+                work: "/s/work".into(),
+            },
+            vec!["true".into()],
+        )
+    }
+
+    fn mounts_on(calls: &[Call], target: &Path) -> Vec<Call> {
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Mount { target: t, .. } if t == target))
+            .cloned()
+            .collect()
+    }
+
+    fn mount_call(
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Call {
+        Call::Mount {
+            source: source.map(PathBuf::from),
+            target: target.to_path_buf(),
+            fstype: fstype.map(String::from),
+            flags,
+            data: data.map(String::from),
+        }
+    }
+
+    #[test]
+    fn sequence_starts_private_and_ends_with_pivot() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        let mut stubs = Vec::new();
+        setup_rootfs(&sys, &overlay_spec(), &fx.ctx(false, ALL), &mut stubs).unwrap();
+        let calls = sys.calls();
+        let staging = fx.staging.path();
+        assert_eq!(
+            calls[..6],
+            [
+                Call::Unshare(libc::CLONE_NEWNS),
+                mount_call(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None),
+                mount_call(
+                    Some("tmpfs"),
+                    staging,
+                    Some("tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some("mode=0755")
+                ),
+                Call::Mkdir(fx.root(), 0o755),
+                Call::Mkdir(staging.join("files"), 0o700),
+                mount_call(
+                    Some("overlay"),
+                    &fx.root(),
+                    Some("overlay"),
+                    0,
+                    Some("lowerdir=/s/l2:/s/l1,upperdir=/s/up,workdir=/s/work,redirect_dir=off,metacopy=off")
+                ),
+            ]
+        );
+        assert_eq!(
+            calls[calls.len() - 4..],
+            [
+                Call::Chdir(fx.root()),
+                Call::PivotRoot(".".into(), ".".into()),
+                Call::Umount2(".".into(), libc::MNT_DETACH),
+                Call::Chdir("/".into()),
+            ]
+        );
+        // proc existed; dev, sys and the /etc files are stubs.
+        let stub_paths: Vec<_> = stubs.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(
+            stub_paths,
+            ["dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].map(PathBuf::from)
+        );
+        assert_eq!(
+            mounts_on(&calls, &fx.root().join("proc")),
+            [mount_call(
+                Some("proc"),
+                &fx.root().join("proc"),
+                Some("proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None
+            )]
+        );
+        assert!(!calls.contains(&Call::LoopbackUp));
+        assert!(calls.contains(&Call::Sethostname("forge-sandbox".into())));
+        // Host network: resolv.conf is the host's.
+        assert!(calls.contains(&Call::WriteFile(
+            staging.join("files/resolv.conf"),
+            b"nameserver 127.0.0.53\n".to_vec(),
+            0o644
+        )));
+        assert_eq!(
+            mounts_on(&calls, &fx.root().join("etc/hosts")),
+            [mount_call(
+                Some(staging.join("files/hosts").to_str().unwrap()),
+                &fx.root().join("etc/hosts"),
+                None,
+                libc::MS_BIND,
+                None
+            )]
+        );
+    }
+
+    #[test]
+    fn masked_and_readonly_paths() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        setup_rootfs(&sys, &overlay_spec(), &fx.ctx(false, ALL), &mut Vec::new()).unwrap();
+        let calls = sys.calls();
+        let root = fx.root();
+        assert_eq!(
+            mounts_on(&calls, &root.join("proc/kcore")),
+            [mount_call(
+                Some(root.join("dev/null").to_str().unwrap()),
+                &root.join("proc/kcore"),
+                None,
+                libc::MS_BIND,
+                None
+            )]
+        );
+        assert_eq!(
+            mounts_on(&calls, &root.join("proc/acpi")),
+            [mount_call(
+                Some("tmpfs"),
+                &root.join("proc/acpi"),
+                Some("tmpfs"),
+                libc::MS_RDONLY,
+                Some("size=0")
+            )]
+        );
+        assert!(calls.contains(&Call::MakeReadonly(root.join("proc/sys"), true)));
+        // Paths the (fake) procfs does not have are skipped.
+        assert!(mounts_on(&calls, &root.join("proc/keys")).is_empty());
+        let sysfs = mounts_on(&calls, &root.join("sys"));
+        assert_eq!(
+            sysfs,
+            [mount_call(
+                Some("sysfs"),
+                &root.join("sys"),
+                Some("sysfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+                None
+            )]
+        );
+    }
+
+    #[test]
+    fn insecure_masks_nothing_and_keeps_sys_writable() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        let spec = RunSpec {
+            insecure: true,
+            ..overlay_spec()
+        };
+        setup_rootfs(&sys, &spec, &fx.ctx(false, ALL), &mut Vec::new()).unwrap();
+        let calls = sys.calls();
+        let root = fx.root();
+        assert!(mounts_on(&calls, &root.join("proc/kcore")).is_empty());
+        assert!(!calls.iter().any(|c| matches!(c, Call::MakeReadonly(..))));
+        match &mounts_on(&calls, &root.join("sys"))[0] {
+            Call::Mount { flags, .. } => assert_eq!(flags & libc::MS_RDONLY, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlay_options_fall_back_on_einval() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        // A kernel without metacopy: the option is unknown.
+        sys.fail_when(|c| match c {
+            Call::Mount {
+                fstype: Some(t),
+                data: Some(d),
+                ..
+            } if t == "overlay" && d.contains("metacopy") => Some(libc::EINVAL),
+            _ => None,
+        });
+        let features = OverlayFeatures {
+            redirect_dir: true,
+            metacopy: false,
+        };
+        setup_rootfs(
+            &sys,
+            &overlay_spec(),
+            &fx.ctx(true, features),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let tries: Vec<String> = mounts_on(&sys.calls(), &fx.root())
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Mount { data, .. } => data,
+                _ => None,
+            })
+            .collect();
+        let base = "lowerdir=/s/l2:/s/l1,upperdir=/s/up,workdir=/s/work";
+        assert_eq!(
+            tries,
+            [
+                format!("{base},redirect_dir=off,metacopy=off,userxattr"),
+                format!("{base},redirect_dir=off,userxattr"),
+            ]
+        );
+    }
+
+    #[test]
+    fn overlay_errors_other_than_einval_are_reported() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        sys.fail_when(|c| {
+            matches!(c, Call::Mount { fstype: Some(t), .. } if t == "overlay")
+                .then_some(libc::EPERM)
+        });
+        let err =
+            setup_rootfs(&sys, &overlay_spec(), &fx.ctx(false, ALL), &mut Vec::new()).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EPERM));
+        assert!(err.to_string().contains("mounting overlay"), "{err}");
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot(..))));
+    }
+
+    #[test]
+    fn overlay_paths_are_escaped_and_commas_rejected() {
+        let data =
+            overlay_data(&["/a:b".into()], Path::new("/u\\x"), Path::new("/w"), &[]).unwrap();
+        assert_eq!(data, "lowerdir=/a\\:b,upperdir=/u\\\\x,workdir=/w");
+        assert!(matches!(
+            overlay_data(&["/a,b".into()], Path::new("/u"), Path::new("/w"), &[]),
+            Err(HelperError::Spec(_))
+        ));
+    }
+
+    #[test]
+    fn long_layer_lists_use_relative_paths() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        let lower: Vec<PathBuf> = (0..200)
+            .map(|i| PathBuf::from(format!("/var/lib/forge/snapshots/{i:04}/fs")))
+            .collect();
+        let spec = RunSpec {
+            rootfs: Rootfs::Overlay {
+                lower,
+                upper: "/var/lib/forge/snapshots/9999/fs".into(),
+                work: "/var/lib/forge/snapshots/9999/work".into(),
+            },
+            ..overlay_spec()
+        };
+        setup_rootfs(&sys, &spec, &fx.ctx(false, ALL), &mut Vec::new()).unwrap();
+        let calls = sys.calls();
+        let chdir = calls
+            .iter()
+            .position(|c| c == &Call::Chdir("/var/lib/forge/snapshots".into()))
+            .expect("chdir to the common parent");
+        match &calls[chdir + 1] {
+            Call::Mount { data: Some(d), .. } => {
+                assert!(d.starts_with("lowerdir=0000/fs:0001/fs:"), "{d}");
+                assert!(d.contains(",upperdir=9999/fs,workdir=9999/work,"), "{d}");
+                assert!(d.len() <= PAGE_LIMIT);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sysfs_denied_falls_back_to_readonly_rbind() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        sys.fail_when(|c| {
+            matches!(c, Call::Mount { fstype: Some(t), .. } if t == "sysfs").then_some(libc::EPERM)
+        });
+        setup_rootfs(&sys, &overlay_spec(), &fx.ctx(true, ALL), &mut Vec::new()).unwrap();
+        let calls = sys.calls();
+        let target = fx.root().join("sys");
+        let rbind = mount_call(
+            Some("/sys"),
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        );
+        let i = calls
+            .iter()
+            .position(|c| c == &rbind)
+            .expect("rbind of /sys");
+        assert_eq!(calls[i + 1], Call::MakeReadonly(target, true));
+    }
+
+    #[test]
+    fn devpts_without_tty_group_in_a_user_namespace() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        sys.fail_when(|c| match c {
+            Call::Mount { data: Some(d), .. } if d.contains("gid=5") => Some(libc::EINVAL),
+            _ => None,
+        });
+        setup_rootfs(&sys, &overlay_spec(), &fx.ctx(true, ALL), &mut Vec::new()).unwrap();
+        let pts = mounts_on(&sys.calls(), &fx.root().join("dev/pts"));
+        assert_eq!(pts.len(), 2);
+        assert!(
+            matches!(&pts[1], Call::Mount { data: Some(d), .. } if d == "newinstance,ptmxmode=0666,mode=0620")
+        );
+    }
+
+    #[test]
+    fn network_none_brings_up_lo_and_rewrites_resolv_conf() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        let spec = RunSpec {
+            network: Network::None,
+            ..overlay_spec()
+        };
+        setup_rootfs(&sys, &spec, &fx.ctx(false, ALL), &mut Vec::new()).unwrap();
+        let calls = sys.calls();
+        assert!(calls.contains(&Call::LoopbackUp));
+        assert!(calls.contains(&Call::WriteFile(
+            fx.staging.path().join("files/resolv.conf"),
+            b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec(),
+            0o644
+        )));
+    }
+
+    #[test]
+    fn user_mounts_shallowest_first_with_secrets_read_only() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        let host = tempfile::tempdir().unwrap();
+        let spec = RunSpec {
+            mounts: vec![
+                Mount {
+                    target: "/cache/deep/er".into(),
+                    kind: MountKind::Tmpfs { size: Some(4096) },
+                },
+                Mount {
+                    target: "/cache".into(),
+                    kind: MountKind::Bind {
+                        source: host.path().to_path_buf(),
+                        readonly: true,
+                    },
+                },
+                Mount {
+                    target: "/run/secrets/id".into(),
+                    kind: MountKind::SecretFile {
+                        data: b"pw".to_vec(),
+                        mode: 0o400,
+                        uid: 7,
+                        gid: 8,
+                    },
+                },
+            ],
+            ..overlay_spec()
+        };
+        setup_rootfs(&sys, &spec, &fx.ctx(false, ALL), &mut Vec::new()).unwrap();
+        let calls = sys.calls();
+        let root = fx.root();
+        let pos = |want: &Call| calls.iter().position(|c| c == want).unwrap_or(usize::MAX);
+        let bind_cache = mount_call(
+            Some(host.path().to_str().unwrap()),
+            &root.join("cache"),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        );
+        let tmpfs_deep = mount_call(
+            Some("tmpfs"),
+            &root.join("cache/deep/er"),
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=1777,size=4096"),
+        );
+        assert!(pos(&bind_cache) < pos(&tmpfs_deep) && pos(&tmpfs_deep) != usize::MAX);
+        assert_eq!(
+            pos(&bind_cache) + 1,
+            pos(&Call::MakeReadonly(root.join("cache"), true))
+        );
+        let secret = fx.staging.path().join("files/secret-2");
+        let write = pos(&Call::WriteFile(secret.clone(), b"pw".to_vec(), 0o400));
+        assert_eq!(pos(&Call::Lchown(secret, 7, 8)), write + 1);
+        assert!(calls.contains(&Call::MakeReadonly(root.join("run/secrets/id"), false)));
+    }
+
+    #[test]
+    fn stubs_are_reported_when_setup_fails() {
+        let fx = Fixture::new();
+        let sys = RecordingSyscall::new();
+        sys.fail_when(|c| matches!(c, Call::PivotRoot(..)).then_some(libc::EINVAL));
+        let mut stubs = Vec::new();
+        let err = setup_rootfs(&sys, &overlay_spec(), &fx.ctx(false, ALL), &mut stubs).unwrap_err();
+        assert!(err.to_string().contains("pivot_root"), "{err}");
+        assert_eq!(stubs.len(), 5);
+    }
+}
