@@ -57,6 +57,14 @@
 //! }
 //! ```
 //!
+//! # Without overlayfs
+//!
+//! [`overlay_supported`] tells whether overlayfs works where the snapshots live (it does not on
+//! some filesystems, e.g. overlay-on-overlay in some containers). When it does not, copy the
+//! parent snapshot with [`copy_tree`], run on [`Rootfs::Dir`], and diff the two trees: mount
+//! points the sandbox had to create are removed from the directory afterwards just as from an
+//! upper directory.
+//!
 //! # Security
 //!
 //! Capabilities are Docker's default set ([`DEFAULT_CAPABILITIES`]) in the bounding, effective and
@@ -71,6 +79,7 @@
 
 mod cancel;
 mod caps;
+mod copy;
 mod error;
 mod etcfiles;
 mod helper;
@@ -88,6 +97,7 @@ mod user;
 
 pub use cancel::CancelToken;
 pub use caps::{cap, mask as capability_mask, DEFAULT_CAPABILITIES};
+pub use copy::copy_tree;
 pub use error::SandboxError;
 pub use overlay::overlay_supported;
 pub use process::DEFAULT_PATH;
