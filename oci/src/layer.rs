@@ -18,8 +18,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::compression::{Compression, Encoder};
+use crate::compression::Compression;
 use crate::error::LayerError;
+use crate::pipe::CompressPipe;
 use crate::sys;
 use crate::tar_write::{Header, Kind, TarWriter};
 use crate::{Digest, HashingWriter};
@@ -118,7 +119,29 @@ pub fn write_layer<W: Write>(
     b.finish()
 }
 
-type Sink<W> = HashingWriter<BufWriter<Encoder<HashingWriter<W>>>>;
+/// Where the tar bytes go after the diff_id hasher: straight out for plain layers (whose digest
+/// is the diff_id), else through the compressor thread.
+enum BlobOut<W: Write> {
+    Plain(W),
+    Compressed(CompressPipe<W>),
+}
+
+impl<W: Write> Write for BlobOut<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            BlobOut::Plain(w) => w.write(b),
+            BlobOut::Compressed(p) => p.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BlobOut::Plain(w) => w.flush(),
+            BlobOut::Compressed(p) => p.flush(),
+        }
+    }
+}
+
+type Sink<W> = HashingWriter<BufWriter<BlobOut<W>>>;
 
 /// Builds a layer entry by entry, for layers assembled from pieces (COPY results, WORKDIR
 /// directories, whiteouts). The caller appends entries in the order they should appear;
@@ -193,9 +216,11 @@ impl<W: Write> LayerBuilder<W> {
         opts.compression
             .validate()
             .map_err(LayerError::Compression)?;
-        let enc =
-            Encoder::new(opts.compression, HashingWriter::new(out)).map_err(LayerError::Stream)?;
-        let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, enc));
+        let blob = match opts.compression {
+            Compression::None => BlobOut::Plain(out),
+            c => BlobOut::Compressed(CompressPipe::new(c, out).map_err(LayerError::Stream)?),
+        };
+        let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, blob));
         Ok(LayerBuilder {
             tar: TarWriter::new(sink),
             compression: opts.compression,
@@ -541,11 +566,13 @@ impl<W: Write> LayerBuilder<W> {
     pub fn finish(self) -> Result<(LayerInfo, W), LayerError> {
         let sink = self.tar.finish().map_err(LayerError::Stream)?;
         let (diff_id, uncompressed_size, buffered) = sink.finish();
-        let enc = buffered
+        let blob = buffered
             .into_inner()
             .map_err(|e| LayerError::Stream(e.into_error()))?;
-        let hashed = enc.finish().map_err(LayerError::Stream)?;
-        let (digest, size, mut out) = hashed.finish();
+        let (digest, size, mut out) = match blob {
+            BlobOut::Plain(w) => (diff_id.clone(), uncompressed_size, w),
+            BlobOut::Compressed(p) => p.finish().map_err(LayerError::Stream)?,
+        };
         out.flush().map_err(LayerError::Stream)?;
         let media_type = self.compression.media_type_oci().to_string();
         Ok((

@@ -8,6 +8,7 @@ pub mod digest;
 mod error;
 pub mod image;
 pub mod layer;
+mod pipe;
 pub mod reference;
 mod sys;
 mod tar_read;
