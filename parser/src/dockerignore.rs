@@ -809,6 +809,10 @@ struct Regex {
     states: Vec<State>,
     classes: Vec<Class>,
     start: usize,
+    /// Literal text every match begins with (after the leading `^`).
+    prefix: String,
+    /// Literal text every match ends with (before the trailing `$`).
+    suffix: String,
 }
 
 fn is_word(c: char) -> bool {
@@ -868,10 +872,30 @@ impl Regex {
         if pos != chars.len() {
             return None;
         }
+        let body: &[Node] = match nodes.first() {
+            Some(Node::Begin) => &nodes[1..],
+            _ => &[],
+        };
+        let literal = |n: &Node| {
+            if let Node::Char(c) = n {
+                Some(*c)
+            } else {
+                None
+            }
+        };
+        let prefix: String = body.iter().map_while(literal).collect();
+        let tail: &[Node] = match nodes.split_last() {
+            Some((Node::End, rest)) if matches!(nodes.first(), Some(Node::Begin)) => rest,
+            _ => &[],
+        };
+        let mut suffix: Vec<char> = tail.iter().rev().map_while(literal).collect();
+        suffix.reverse();
         let mut re = Regex {
             states: Vec::new(),
             classes: Vec::new(),
             start: 0,
+            prefix,
+            suffix: suffix.into_iter().collect(),
         };
         let end = re.push(State::Match);
         re.start = re.compile_seq(&nodes, end);
@@ -923,24 +947,34 @@ impl Regex {
         }
     }
 
-    fn add(&self, set: &mut Vec<usize>, seen: &mut [bool], s: usize, pos: usize, len: usize) {
-        if seen[s] {
+    /// Adds state `s` and everything reachable from it without reading a character.
+    /// `seen[s] == stamp` marks states already added for this position.
+    fn add(
+        &self,
+        set: &mut Vec<usize>,
+        seen: &mut [u32],
+        stamp: u32,
+        s: usize,
+        at_start: bool,
+        at_end: bool,
+    ) {
+        if seen[s] == stamp {
             return;
         }
-        seen[s] = true;
+        seen[s] = stamp;
         match self.states[s] {
             State::Split(a, b) => {
-                self.add(set, seen, a, pos, len);
-                self.add(set, seen, b, pos, len);
+                self.add(set, seen, stamp, a, at_start, at_end);
+                self.add(set, seen, stamp, b, at_start, at_end);
             }
             State::Begin(n) => {
-                if pos == 0 {
-                    self.add(set, seen, n, pos, len);
+                if at_start {
+                    self.add(set, seen, stamp, n, at_start, at_end);
                 }
             }
             State::End(n) => {
-                if pos == len {
-                    self.add(set, seen, n, pos, len);
+                if at_end {
+                    self.add(set, seen, stamp, n, at_start, at_end);
                 }
             }
             _ => set.push(s),
@@ -948,14 +982,26 @@ impl Regex {
     }
 
     fn is_match(&self, text: &str) -> bool {
-        let chars: Vec<char> = text.chars().collect();
-        let n = self.states.len();
-        let mut current = Vec::new();
-        let mut seen = vec![false; n];
-        self.add(&mut current, &mut seen, self.start, 0, chars.len());
-        for (pos, &c) in chars.iter().enumerate() {
-            let mut next = Vec::new();
-            let mut seen = vec![false; n];
+        // Cheap necessary conditions first: the literal text every match starts/ends with.
+        if !text.starts_with(self.prefix.as_str()) || !text.ends_with(self.suffix.as_str()) {
+            return false;
+        }
+        let mut seen = vec![0u32; self.states.len()];
+        let mut current = Vec::with_capacity(self.states.len());
+        let mut next = Vec::with_capacity(self.states.len());
+        self.add(
+            &mut current,
+            &mut seen,
+            1,
+            self.start,
+            true,
+            text.is_empty(),
+        );
+        let mut stamp = 1;
+        for (pos, c) in text.char_indices() {
+            stamp += 1;
+            next.clear();
+            let at_end = pos + c.len_utf8() == text.len();
             for &s in &current {
                 let target = match self.states[s] {
                     State::Char(want, t) if want == c => Some(t),
@@ -964,13 +1010,13 @@ impl Regex {
                     _ => None,
                 };
                 if let Some(t) = target {
-                    self.add(&mut next, &mut seen, t, pos + 1, chars.len());
+                    self.add(&mut next, &mut seen, stamp, t, false, at_end);
                 }
             }
             if next.is_empty() {
                 return false;
             }
-            current = next;
+            std::mem::swap(&mut current, &mut next);
         }
         current
             .iter()
