@@ -323,6 +323,18 @@ pub fn add_env(env: &mut Vec<String>, key: &str, value: &str) {
     }
 }
 
+/// The `PATH` BuildKit gives a non-Windows stage whose base image config sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Adds `PATH=`[`DEFAULT_PATH`] to an image config `Env` that lacks it, as BuildKit does for
+/// every stage before its first step (not for Windows images). Do this before building the
+/// stage's [`StageScope`], so steps see the same `PATH` the image will record.
+pub fn ensure_default_path(env: &mut Vec<String>, os: &str) {
+    if os != "windows" && !env.iter().any(|e| parse_key_value(e).0 == "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+}
+
 /// Splits `KEY=VALUE` at the first `=`; a string without `=` is a key with an empty value.
 pub fn parse_key_value(entry: &str) -> (&str, &str) {
     entry.split_once('=').unwrap_or((entry, ""))
@@ -852,6 +864,8 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<ResolvedBuild, Re
         .filter(|k| {
             !declared.contains(*k)
                 && !builtin_names.contains(*k)
+                && k.as_str() != "SOURCE_DATE_EPOCH"
+                && !k.starts_with("BUILDKIT_")
                 && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
         })
         .cloned()
@@ -1454,7 +1468,17 @@ mod tests {
                    FROM alpine AS unused\n\
                    FROM build AS test\nRUN --mount=type=cache,target=/c,from=BUILD go test\n\
                    FROM scratch\nCOPY --from=0 /bin /bin\nCOPY --from=test /r /r\nCOPY --from=nginx:1 /etc /etc\n";
-        let b = build(src, &[("UNUSED_ARG", "1"), ("http_proxy", "p")], None).unwrap();
+        let b = build(
+            src,
+            &[
+                ("UNUSED_ARG", "1"),
+                ("http_proxy", "p"),
+                ("SOURCE_DATE_EPOCH", "0"),
+                ("BUILDKIT_INLINE_CACHE", "1"),
+            ],
+            None,
+        )
+        .unwrap();
         assert_eq!(b.target, 3);
         assert_eq!(b.stages[2].base, StageBase::Stage(0));
         assert_eq!(b.stages[3].base, StageBase::Scratch);
@@ -1566,6 +1590,17 @@ mod tests {
         );
         assert!(healthcheck_history(&Healthcheck::None)
             .starts_with("HEALTHCHECK {Test:[NONE] Interval:0s"));
+    }
+
+    #[test]
+    fn default_path_added_once_and_not_for_windows() {
+        let mut env = vec!["A=1".to_string()];
+        ensure_default_path(&mut env, "linux");
+        ensure_default_path(&mut env, "linux");
+        assert_eq!(env, ["A=1".to_string(), format!("PATH={DEFAULT_PATH}")]);
+        let mut win = Vec::new();
+        ensure_default_path(&mut win, "windows");
+        assert!(win.is_empty());
     }
 
     #[test]
