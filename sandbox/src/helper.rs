@@ -347,6 +347,7 @@ fn exec_command(
 ) -> HResult<std::convert::Infallible> {
     unsafe { libc::setsid() };
     process::setup_stdin(spec.stdin.as_deref())?;
+    process::confine(sys, spec)?;
     process::drop_privileges(sys, &command.id, process::allowed_caps(spec), last_cap)?;
     process::reset_process_state();
     Err(process::exec(&command.program, &spec.args, &command.env))

@@ -71,8 +71,10 @@
 //! permitted sets (inheritable and ambient empty), so a non-root `USER` ends up with none after
 //! `execve`. `no_new_privs` is not set, as in BuildKit (which relaxes containerd's default so
 //! that `sudo`/`su` work in RUN). [`MASKED_PATHS`] and [`READONLY_PATHS`] follow Docker's default
-//! spec. `insecure` keeps every capability, leaves `/sys` writable and masks nothing. There is no
-//! seccomp filter and no cgroup: forge does not limit resources.
+//! spec. A small seccomp filter denies what capabilities leave open (the kernel keyring, new
+//! user namespaces, bpf, perf, userfaultfd, ...); it is a deny-list, not Docker's full allow-list
+//! profile. `insecure` keeps every capability, leaves `/sys` writable, masks nothing and installs
+//! no filter. There are no cgroups: forge does not limit resources.
 //!
 //! Syscalls that build the sandbox go through the [`Syscall`] trait, so the setup sequence is
 //! unit-tested with a recording fake; `tests/` runs the real thing.
@@ -89,6 +91,7 @@ mod process;
 mod proto;
 mod rootless;
 mod runner;
+mod seccomp;
 mod setup;
 mod spec;
 mod stubs;

@@ -150,6 +150,16 @@ pub(crate) fn drop_privileges(
     Ok(())
 }
 
+/// Installs the seccomp filter unless the run is insecure. Runs before the uid switch, while
+/// `CAP_SYS_ADMIN` still allows it without `no_new_privs`.
+pub(crate) fn confine(sys: &dyn Syscall, spec: &RunSpec) -> HResult<()> {
+    if spec.insecure {
+        return Ok(());
+    }
+    sys.seccomp(&crate::seccomp::default_filter())
+        .ctx(|| "installing the seccomp filter".into())
+}
+
 /// The capability mask for a spec: Docker's default set, or `None` (all kept) when insecure.
 pub(crate) fn allowed_caps(spec: &RunSpec) -> Option<u64> {
     if spec.insecure {

@@ -64,8 +64,8 @@ pub trait Syscall {
     fn setresuid(&self, uid: u32) -> io::Result<()>;
     /// `prctl(PR_SET_PDEATHSIG, sig)`.
     fn set_pdeathsig(&self, sig: libc::c_int) -> io::Result<()>;
-    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
-    fn set_no_new_privs(&self) -> io::Result<()>;
+    /// Installs a seccomp filter for the calling thread.
+    fn seccomp(&self, program: &[libc::sock_filter]) -> io::Result<()>;
 }
 
 pub(crate) fn cstr(path: &Path) -> io::Result<CString> {
@@ -352,8 +352,8 @@ impl Syscall for LinuxSyscall {
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
     }
 
-    fn set_no_new_privs(&self) -> io::Result<()> {
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    fn seccomp(&self, program: &[libc::sock_filter]) -> io::Result<()> {
+        crate::seccomp::install(program)
     }
 }
 
@@ -395,7 +395,7 @@ pub(crate) mod testing {
         Setresgid(u32),
         Setresuid(u32),
         SetPdeathsig(libc::c_int),
-        SetNoNewPrivs,
+        Seccomp(usize),
     }
 
     type FailRule = Box<dyn Fn(&Call) -> Option<i32>>;
@@ -510,8 +510,8 @@ pub(crate) mod testing {
         fn set_pdeathsig(&self, sig: libc::c_int) -> io::Result<()> {
             self.record(Call::SetPdeathsig(sig))
         }
-        fn set_no_new_privs(&self) -> io::Result<()> {
-            self.record(Call::SetNoNewPrivs)
+        fn seccomp(&self, program: &[libc::sock_filter]) -> io::Result<()> {
+            self.record(Call::Seccomp(program.len()))
         }
     }
 }

@@ -573,19 +573,26 @@ fn capabilities_and_insecure(image: &Image) -> CaseResult {
     let snap = Snapshot::new(image);
     let script = "grep -E '^Cap(Eff|Bnd)' /proc/self/status; mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
                   cat /proc/kcore 2>/dev/null | head -c 1 | wc -c; echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo SYSCTL; \
-                  touch /sys/x 2>/dev/null && echo SYSRW; true";
+                  touch /sys/x 2>/dev/null && echo SYSRW; unshare -U true 2>/dev/null && echo USERNS; true";
     let out = run_ok(&snap.spec(&format!("mkdir -p /mnt; {script}")))?;
     ensure_eq!(
         out,
         "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n0\n"
     );
-    let mut spec = snap.spec("grep CapEff /proc/self/status");
+    let mut spec = snap.spec("grep -E '^(CapEff|Seccomp):' /proc/self/status");
     spec.user = Some("tester".into());
-    ensure_eq!(run_ok(&spec)?, "CapEff:\t0000000000000000\n");
+    ensure_eq!(run_ok(&spec)?, "CapEff:\t0000000000000000\nSeccomp:\t2\n");
     let mut spec = snap.spec(&format!("mkdir -p /mnt; {script}"));
     spec.insecure = true;
     let out = run_ok(&spec)?;
     ensure!(out.contains("MOUNTED"), "insecure cannot mount: {out}");
+    ensure!(
+        out.contains("USERNS"),
+        "insecure cannot create a user namespace: {out}"
+    );
+    let mut spec = snap.spec("grep '^Seccomp:' /proc/self/status");
+    spec.insecure = true;
+    ensure_eq!(run_ok(&spec)?, "Seccomp:\t0\n");
     ensure!(
         !out.contains("CapBnd:\t00000000a80425fb"),
         "insecure kept default caps: {out}"
