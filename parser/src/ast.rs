@@ -514,7 +514,7 @@ pub fn parse(source: &str) -> Result<Ast, ParseError> {
         }
 
         let keyword_start = pieces[0].source;
-        let mut node = node_from_line(&logical, escape, std::mem::take(&mut comments), &pieces)
+        let mut node = node_from_line(&logical, escape, std::mem::take(&mut comments), &pieces, 0)
             .map_err(|e| relocate(e, &pieces, first.number, last_line, keyword_start, last_end))?;
 
         if empty_continuation {
@@ -681,11 +681,16 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     (before, false)
 }
 
+/// How deep `ONBUILD ONBUILD …` may nest in the node tree. BuildKit rejects any chaining one
+/// stage later; the limit only keeps recursion (parse, dump, drop) bounded on hostile input.
+pub const MAX_ONBUILD_NESTING: usize = 8;
+
 fn node_from_line(
     line: &str,
     escape: char,
     comments: Vec<String>,
     pieces: &[Piece],
+    depth: usize,
 ) -> Result<Node, ParseError> {
     let lead = line.len() - line.trim_start_matches(char::is_whitespace).len();
     let trimmed = line.trim_matches(char::is_whitespace);
@@ -782,7 +787,12 @@ fn node_from_line(
         "onbuild" => {
             if !rest.is_empty() {
                 let sub: Vec<Piece> = shift_pieces(pieces, rest_offset, line);
-                let inner = node_from_line(rest, escape, Vec::new(), &sub)?;
+                if depth >= MAX_ONBUILD_NESTING {
+                    return Err(err(format!(
+                        "ONBUILD nested more than {MAX_ONBUILD_NESTING} levels deep"
+                    )));
+                }
+                let inner = node_from_line(rest, escape, Vec::new(), &sub, depth + 1)?;
                 node.json = inner.json;
                 node.nested = Some(Box::new(inner));
             }
@@ -1642,6 +1652,8 @@ mod tests {
         repeated_directive: "# escape=\\\n# escape=`\nFROM a\n" => "ERR only one escape parser directive can be used";
         bad_escape_directive: "# escape=x\nFROM a\n" => "ERR invalid escape token 'x' does not match ` or \\";
         onbuild_nests: "ONBUILD --f RUN [\"a\"]\n" => "(onbuild [\"--f\"] (run \"a\"))\n";
+        onbuild_chain_dumps: "ONBUILD ONBUILD RUN x\n" => "(onbuild (onbuild (run \"x\")))\n";
+        onbuild_nesting_is_bounded: &("ONBUILD ".repeat(5000) + "RUN x\n") => "ERR ONBUILD nested more than 8 levels deep";
         heredoc_body_is_skipped: "RUN <<EOF\nFROM x\nEOF\nRUN y\n" => "(run \"<<EOF\")\n(run \"y\")\n";
         unterminated_heredoc: "RUN <<EOF\nabc\n" => "ERR unterminated heredoc EOF";
         json_heredoc_is_not_heredoc: "RUN [\"<<EOF\"]\nEOF\n" => "(run \"<<EOF\")\n(eof \"\")\n";

@@ -242,3 +242,57 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use crate::shell::Lexer;
+
+    const SAMPLE: &str = "# syntax=docker/dockerfile:1\n# escape=\\\nARG B=alpine\nFROM --platform=$P ${B}:3 AS Build\n\
+RUN --mount=type=cache,target=/c,sharing=locked \\\n  --network=none <<-EOF bash\n\techo \"$X\" 'y' \\\\\n\tEOF\n\
+COPY --from=build --chmod=0755 <<A <<'B' src/ /dst/\na\nA\nb\nB\nONBUILD ADD --checksum=$SUM x y\n\
+HEALTHCHECK --interval=1s CMD [\"a\", \"\\u00e9\"]\nENV K=\"v w\" J=x\\ y\nLABEL a b\nEXPOSE 80/udp 1-3\nCMD x\n";
+
+    /// Deterministic mutations of a feature-rich Dockerfile: every entry point must return,
+    /// never panic. (The cargo-fuzz target in `fuzz/` does the same at a much larger scale.)
+    #[test]
+    fn mutated_inputs_never_panic() {
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet: Vec<char> = "\\`\"'$#<-=[]{},: \t\n\rAEFNORU0-9aé\u{a0}"
+            .chars()
+            .collect();
+        let env: Vec<(String, String)> = vec![("X".into(), "1".into())];
+        if let Err(e) = crate::parse_dockerfile(SAMPLE) {
+            panic!("the unmutated sample must parse: {e}");
+        }
+        for _ in 0..2000 {
+            let mut chars: Vec<char> = SAMPLE.chars().collect();
+            for _ in 0..(next() % 6 + 1) {
+                let pos = (next() as usize) % (chars.len() + 1);
+                match next() % 3 {
+                    0 if pos < chars.len() => {
+                        chars.remove(pos);
+                    }
+                    1 if pos < chars.len() => {
+                        chars[pos] = alphabet[(next() as usize) % alphabet.len()]
+                    }
+                    _ => chars.insert(pos, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            let _ = crate::ast::parse(&text).map(|t| t.dump());
+            let _ = super::lint(&text);
+            if let Ok(df) = crate::parse_dockerfile(&text) {
+                let lex = Lexer::new(df.directives.escape);
+                for ins in df.stages.iter().flat_map(|s| &s.instructions) {
+                    let _ = ins.kind.expand(&lex, &env);
+                }
+            }
+        }
+    }
+}
