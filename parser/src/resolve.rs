@@ -559,225 +559,311 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<ResolvedBuild, Re
     if df.stages.is_empty() {
         return Err(ResolveError::NoStages);
     }
-    let lex = Lexer::new(df.directives.escape);
-
-    // Global args: built-ins (overridable), TARGETSTAGE, then meta ARGs in order.
-    let target_name = match &opts.target {
-        Some(t) if !t.is_empty() => t.clone(),
-        _ => df
-            .stages
-            .last()
-            .and_then(|s| s.name.clone())
-            .unwrap_or_default(),
+    let r = Resolver {
+        df,
+        opts,
+        lex: Lexer::new(df.directives.escape),
     };
-    let mut global: Vec<(String, String)> = Vec::new();
-    let mut builtins = builtin_args(&opts.target_platform, &opts.build_platform);
-    builtins.push(("TARGETSTAGE".to_string(), target_name));
-    for (k, v) in builtins {
-        let v = opts.build_args.get(&k).cloned().unwrap_or(v);
-        add_or_replace(&mut global, &k, &v);
+    let global = r.global_args()?;
+    let (mut stages, by_name) = r.stage_heads(&global)?;
+    let target = r.target(&stages, &by_name)?;
+    let trigger_errors = r.add_dependencies(&mut stages, &by_name)?;
+    check_cycles(&stages)?;
+    let reachable = reachable_from(&stages, target);
+    if let Some(err) = reachable.iter().find_map(|&s| trigger_errors[s].clone()) {
+        return Err(err);
     }
-    let mut declared: BTreeSet<String> = BTreeSet::new();
-    for cmd in &df.meta_args {
-        for arg in &cmd.args {
-            declared.insert(arg.name.clone());
-            let value =
-                match (opts.build_args.get(&arg.name), &arg.default) {
+    check_dispatch_order(&stages, &reachable)?;
+    check_copy_sources(df, &reachable)?;
+    let build_order: Vec<usize> = reachable.iter().copied().collect();
+    Ok(ResolvedBuild {
+        images: needed_images(&stages, &build_order),
+        unused_build_args: r.unused_build_args(&global, &build_order),
+        stages,
+        target,
+        reachable,
+        build_order,
+        global_args: global,
+        build_args: opts.build_args.clone(),
+        escape: df.directives.escape,
+    })
+}
+
+/// The steps of [`resolve`], sharing the inputs.
+struct Resolver<'a> {
+    df: &'a Dockerfile,
+    opts: &'a BuildOptions,
+    lex: Lexer,
+}
+
+impl Resolver<'_> {
+    /// Expands a word against `env`, attributing a failure to `span`.
+    fn expand(
+        &self,
+        word: &str,
+        env: &[(String, String)],
+        span: Span,
+    ) -> Result<String, ResolveError> {
+        self.lex
+            .process_word(word, &env)
+            .map_err(|error| ResolveError::Expand { error, span })
+    }
+
+    /// Built-ins (a `--build-arg` may override them), `TARGETSTAGE`, then the meta ARGs in
+    /// order: a `--build-arg` replaces the default, a default is expanded against what came
+    /// before, an ARG with neither stays unset.
+    fn global_args(&self) -> Result<Vec<(String, String)>, ResolveError> {
+        let (df, opts) = (self.df, self.opts);
+        let target_name = match &opts.target {
+            Some(t) if !t.is_empty() => t.clone(),
+            _ => df
+                .stages
+                .last()
+                .and_then(|s| s.name.clone())
+                .unwrap_or_default(),
+        };
+        let mut global = Vec::new();
+        let mut builtins = builtin_args(&opts.target_platform, &opts.build_platform);
+        builtins.push(("TARGETSTAGE".to_string(), target_name));
+        for (k, v) in builtins {
+            let v = opts.build_args.get(&k).cloned().unwrap_or(v);
+            add_or_replace(&mut global, &k, &v);
+        }
+        for cmd in &df.meta_args {
+            for arg in &cmd.args {
+                let value = match (opts.build_args.get(&arg.name), &arg.default) {
                     (Some(v), _) => Some(v.clone()),
-                    (None, Some(d)) => Some(lex.process_word(d, &global).map_err(|error| {
-                        ResolveError::Expand {
-                            error,
-                            span: cmd.span,
-                        }
-                    })?),
+                    (None, Some(d)) => Some(self.expand(d, &global, cmd.span)?),
                     (None, None) => None,
                 };
-            if let Some(v) = value {
-                add_or_replace(&mut global, &arg.name, &v);
+                if let Some(v) = value {
+                    add_or_replace(&mut global, &arg.name, &v);
+                }
             }
         }
+        Ok(global)
     }
 
-    // Stages: base names and platforms expand against the global args only.
-    let mut stages: Vec<ResolvedStage> = Vec::with_capacity(df.stages.len());
-    let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, st) in df.stages.iter().enumerate() {
-        let base_name =
-            lex.process_word(&st.base, &global)
-                .map_err(|error| ResolveError::Expand {
-                    error,
+    /// Each stage's base and platform, expanded against the global args only, and the index
+    /// of stage names (lower-case).
+    fn stage_heads(
+        &self,
+        global: &[(String, String)],
+    ) -> Result<(Vec<ResolvedStage>, BTreeMap<String, usize>), ResolveError> {
+        let mut stages = Vec::with_capacity(self.df.stages.len());
+        let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, st) in self.df.stages.iter().enumerate() {
+            let base_name = self.expand(&st.base, global, st.span)?;
+            if base_name.is_empty() {
+                return Err(ResolveError::BlankBase {
+                    base: st.base.clone(),
                     span: st.span,
-                })?;
-        if base_name.is_empty() {
-            return Err(ResolveError::BlankBase {
-                base: st.base.clone(),
+                });
+            }
+            let platform = match &st.platform {
+                None => None,
+                Some(expr) => {
+                    let v = self.expand(expr, global, st.span)?;
+                    if v.is_empty() {
+                        return Err(ResolveError::BlankPlatform {
+                            expression: expr.clone(),
+                            span: st.span,
+                        });
+                    }
+                    let parsed = PlatformSpec::parse(&v);
+                    Some(parsed.map_err(|error| ResolveError::InvalidPlatform {
+                        expression: expr.clone(),
+                        error,
+                        span: st.span,
+                    })?)
+                }
+            };
+            // Only earlier stages count, and the name must match exactly (names are lower-case).
+            let base = match by_name.get(&base_name) {
+                Some(&b) => StageBase::Stage(b),
+                None if base_name == "scratch" => StageBase::Scratch,
+                None => StageBase::Image(base_name.clone()),
+            };
+            let name = st.name.as_ref().map(|n| n.to_lowercase());
+            if let Some(n) = &name {
+                by_name.insert(n.clone(), i);
+            }
+            stages.push(ResolvedStage {
+                index: i,
+                display_name: name.clone().unwrap_or_else(|| format!("stage-{i}")),
+                name,
+                base_name,
+                base,
+                platform,
+                dependencies: Vec::new(),
                 span: st.span,
             });
         }
-        let platform = match &st.platform {
-            None => None,
-            Some(expr) => {
-                let v = lex
-                    .process_word(expr, &global)
-                    .map_err(|error| ResolveError::Expand {
-                        error,
-                        span: st.span,
-                    })?;
-                if v.is_empty() {
-                    return Err(ResolveError::BlankPlatform {
-                        expression: expr.clone(),
-                        span: st.span,
-                    });
-                }
-                Some(
-                    PlatformSpec::parse(&v).map_err(|error| ResolveError::InvalidPlatform {
-                        expression: expr.clone(),
-                        error,
-                        span: st.span,
-                    })?,
-                )
-            }
-        };
-        // Only earlier stages count, and the name must match exactly (names are lower-case).
-        let base = match by_name.get(&base_name) {
-            Some(&b) => StageBase::Stage(b),
-            None if base_name == "scratch" => StageBase::Scratch,
-            None => StageBase::Image(base_name.clone()),
-        };
-        let name = st.name.as_ref().map(|n| n.to_lowercase());
-        if let Some(n) = &name {
-            by_name.insert(n.clone(), i);
-        }
-        stages.push(ResolvedStage {
-            index: i,
-            display_name: name.clone().unwrap_or_else(|| format!("stage-{i}")),
-            name,
-            base_name,
-            base,
-            platform,
-            dependencies: Vec::new(),
-            span: st.span,
-        });
+        Ok((stages, by_name))
     }
 
-    // The target.
-    let target = match opts.target.as_deref().filter(|t| !t.is_empty()) {
-        None => stages.len() - 1,
-        Some(t) => match by_name.get(&t.to_lowercase()) {
-            Some(&i) => i,
-            None => {
-                let names: Vec<&str> = stages.iter().map(|s| s.display_name.as_str()).collect();
-                return Err(ResolveError::UnknownTarget {
-                    target: t.to_string(),
-                    suggestion: suggest(t, &names),
-                });
+    /// `--target` (any case), or the last stage.
+    fn target(
+        &self,
+        stages: &[ResolvedStage],
+        by_name: &BTreeMap<String, usize>,
+    ) -> Result<usize, ResolveError> {
+        let Some(t) = self.opts.target.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(stages.len() - 1);
+        };
+        by_name.get(&t.to_lowercase()).copied().ok_or_else(|| {
+            let names: Vec<&str> = stages.iter().map(|s| s.display_name.as_str()).collect();
+            ResolveError::UnknownTarget {
+                target: t.to_string(),
+                suggestion: suggest(t, &names),
             }
-        },
-    };
+        })
+    }
 
-    // `--from` references, including those of ONBUILD triggers a stage inherits from its base
-    // stage (they run first in the child).
-    let refs = |kind: &InstructionKind,
-                span: Span|
-     -> Result<Vec<(Source, DependencyKind)>, ResolveError> {
+    /// The `--from` references of one instruction. COPY takes a literal stage name (any case),
+    /// a stage index, or an image; a RUN mount takes a stage name or an image.
+    fn from_refs(
+        &self,
+        kind: &InstructionKind,
+        span: Span,
+        stage_count: usize,
+        by_name: &BTreeMap<String, usize>,
+    ) -> Result<Vec<(Source, DependencyKind)>, ResolveError> {
+        let by_name_or_image = |from: &str| match by_name.get(&from.to_lowercase()) {
+            Some(&s) => Source::Stage(s),
+            None => Source::Image(from.to_string()),
+        };
         let mut out = Vec::new();
         match kind {
             InstructionKind::Copy(c) => {
                 if let Some(from) = &c.from {
-                    let literal = lex.process_word(from, &crate::shell::NoEnv).ok();
+                    let literal = self.lex.process_word(from, &crate::shell::NoEnv).ok();
                     if literal.as_deref() != Some(from.as_str()) {
                         return Err(ResolveError::FromExpansion { span });
                     }
                     let source = match from.parse::<i64>() {
-                        Ok(n) if n < 0 || n as usize >= stages.len() => {
+                        Ok(n) if n < 0 || n as usize >= stage_count => {
                             return Err(ResolveError::InvalidStageIndex {
                                 index: n.to_string(),
                                 span,
                             });
                         }
                         Ok(n) => Source::Stage(n as usize),
-                        Err(_) => match by_name.get(&from.to_lowercase()) {
-                            Some(&s) => Source::Stage(s),
-                            None => Source::Image(from.clone()),
-                        },
+                        Err(_) => by_name_or_image(from),
                     };
                     out.push((source, DependencyKind::CopyFrom));
                 }
             }
             InstructionKind::Run(r) => {
-                for m in &r.mounts {
-                    if let Some(from) = m.from.as_deref().filter(|f| !f.is_empty()) {
-                        let source = match by_name.get(&from.to_lowercase()) {
-                            Some(&s) => Source::Stage(s),
-                            None => Source::Image(from.to_string()),
-                        };
-                        out.push((source, DependencyKind::MountFrom));
-                    }
+                for from in r
+                    .mounts
+                    .iter()
+                    .filter_map(|m| m.from.as_deref())
+                    .filter(|f| !f.is_empty())
+                {
+                    out.push((by_name_or_image(from), DependencyKind::MountFrom));
                 }
             }
             _ => {}
         }
         Ok(out)
-    };
-    let mut deps: Vec<Vec<Dependency>> = vec![Vec::new(); stages.len()];
-    let mut trigger_errors: Vec<Option<ResolveError>> = vec![None; stages.len()];
-    for (i, st) in df.stages.iter().enumerate() {
-        if let StageBase::Stage(b) = stages[i].base {
-            for (j, ins) in df.stages[b].instructions.iter().enumerate() {
-                let InstructionKind::Onbuild(o) = &ins.kind else {
-                    continue;
-                };
-                let parsed = crate::parse_dockerfile(&format!("FROM scratch\n{}\n", o.expression));
-                let trigger = match parsed
-                    .as_ref()
-                    .map(|d| d.stages.first().map(|s| s.instructions.as_slice()))
-                {
-                    Ok(Some([one])) => one,
-                    Ok(_) => {
-                        trigger_errors[i].get_or_insert(ResolveError::OnBuildTrigger {
-                            message: "onbuild trigger should be a single expression".to_string(),
-                            span: st.span,
-                        });
+    }
+
+    /// Fills in every stage's dependencies: first those of the ONBUILD triggers it inherits
+    /// from a base *stage* (they run first in the child), then its own. Returns, per stage, a
+    /// trigger that could not be parsed; it only matters if the stage is built.
+    fn add_dependencies(
+        &self,
+        stages: &mut [ResolvedStage],
+        by_name: &BTreeMap<String, usize>,
+    ) -> Result<Vec<Option<ResolveError>>, ResolveError> {
+        let count = stages.len();
+        let mut trigger_errors = vec![None; count];
+        for (i, st) in self.df.stages.iter().enumerate() {
+            let mut deps = Vec::new();
+            if let StageBase::Stage(b) = stages[i].base {
+                for (j, ins) in self.df.stages[b].instructions.iter().enumerate() {
+                    let InstructionKind::Onbuild(o) = &ins.kind else {
                         continue;
+                    };
+                    match parse_trigger(&o.expression) {
+                        Ok(kind) => {
+                            for (source, kind) in self.from_refs(&kind, st.span, count, by_name)? {
+                                deps.push(Dependency {
+                                    source,
+                                    kind,
+                                    instruction: j,
+                                    onbuild: true,
+                                    span: st.span,
+                                });
+                            }
+                        }
+                        Err(message) => {
+                            trigger_errors[i].get_or_insert(ResolveError::OnBuildTrigger {
+                                message,
+                                span: st.span,
+                            });
+                        }
                     }
-                    Err(e) => {
-                        trigger_errors[i].get_or_insert(ResolveError::OnBuildTrigger {
-                            message: e.diagnostic.message.clone(),
-                            span: st.span,
-                        });
-                        continue;
-                    }
-                };
-                for (source, kind) in refs(&trigger.kind, st.span)? {
-                    deps[i].push(Dependency {
+                }
+            }
+            for (j, ins) in st.instructions.iter().enumerate() {
+                for (source, kind) in self.from_refs(&ins.kind, ins.span, count, by_name)? {
+                    deps.push(Dependency {
                         source,
                         kind,
                         instruction: j,
-                        onbuild: true,
-                        span: st.span,
+                        onbuild: false,
+                        span: ins.span,
                     });
                 }
             }
+            stages[i].dependencies = deps;
         }
-        for (j, ins) in st.instructions.iter().enumerate() {
-            for (source, kind) in refs(&ins.kind, ins.span)? {
-                deps[i].push(Dependency {
-                    source,
-                    kind,
-                    instruction: j,
-                    onbuild: false,
-                    span: ins.span,
-                });
+        Ok(trigger_errors)
+    }
+
+    /// `--build-arg`s that nothing consumes: not a meta ARG, not an ARG of a stage that is
+    /// built, not a built-in or proxy name, not one of BuildKit's own options.
+    fn unused_build_args(&self, global: &[(String, String)], build_order: &[usize]) -> Vec<String> {
+        let mut consumed: BTreeSet<&str> = global.iter().map(|(k, _)| k.as_str()).collect();
+        for cmd in &self.df.meta_args {
+            consumed.extend(cmd.args.iter().map(|a| a.name.as_str()));
+        }
+        for &s in build_order {
+            for ins in &self.df.stages[s].instructions {
+                if let InstructionKind::Arg(defs) = &ins.kind {
+                    consumed.extend(defs.iter().map(|d| d.name.as_str()));
+                }
             }
         }
+        self.opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !consumed.contains(k.as_str())
+                    && k.as_str() != "SOURCE_DATE_EPOCH"
+                    && !k.starts_with("BUILDKIT_")
+                    && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
+            })
+            .cloned()
+            .collect()
     }
-    for (stage, d) in stages.iter_mut().zip(deps) {
-        stage.dependencies = d;
+}
+
+/// Parses an ONBUILD trigger on its own, as BuildKit does when a child stage runs it (with
+/// the default escape character).
+fn parse_trigger(expression: &str) -> Result<InstructionKind, String> {
+    let df = crate::parse_dockerfile(&format!("FROM scratch\n{expression}\n"))
+        .map_err(|e| e.diagnostic.message)?;
+    match df.stages.into_iter().next().map(|s| s.instructions) {
+        Some(mut v) if v.len() == 1 => Ok(v.remove(0).kind),
+        _ => Err("onbuild trigger should be a single expression".to_string()),
     }
+}
 
-    check_cycles(&stages)?;
-
-    // Reachability from the target.
+/// The target and everything it needs, directly or not.
+fn reachable_from(stages: &[ResolvedStage], target: usize) -> BTreeSet<usize> {
     let mut reachable = BTreeSet::new();
     let mut todo = vec![target];
     while let Some(s) = todo.pop() {
@@ -785,103 +871,78 @@ pub fn resolve(df: &Dockerfile, opts: &BuildOptions) -> Result<ResolvedBuild, Re
             todo.extend(stages[s].stage_dependencies());
         }
     }
+    reachable
+}
 
-    if let Some(err) = reachable.iter().find_map(|&s| trigger_errors[s].take()) {
-        return Err(err);
-    }
-
-    // Stages are dispatched in file order, so a `--from` must point backwards.
-    for &s in &reachable {
+/// Stages are built in file order, so a built stage's `--from` must point backwards.
+fn check_dispatch_order(
+    stages: &[ResolvedStage],
+    reachable: &BTreeSet<usize>,
+) -> Result<(), ResolveError> {
+    for &s in reachable {
         for d in &stages[s].dependencies {
-            if let Source::Stage(from) = d.source {
-                if from >= s {
-                    let (from, stage) = (
-                        stages[from].display_name.clone(),
-                        stages[s].display_name.clone(),
-                    );
-                    return Err(match d.kind {
-                        DependencyKind::CopyFrom => ResolveError::CopyFromLaterStage {
-                            from,
-                            stage,
-                            span: d.span,
-                        },
-                        DependencyKind::MountFrom => ResolveError::MountFromLaterStage {
-                            from,
-                            stage,
-                            span: d.span,
-                        },
-                    });
-                }
+            let Source::Stage(from) = d.source else {
+                continue;
+            };
+            if from < s {
+                continue;
             }
+            let (from, stage, span) = (
+                stages[from].display_name.clone(),
+                stages[s].display_name.clone(),
+                d.span,
+            );
+            return Err(match d.kind {
+                DependencyKind::CopyFrom => ResolveError::CopyFromLaterStage { from, stage, span },
+                DependencyKind::MountFrom => {
+                    ResolveError::MountFromLaterStage { from, stage, span }
+                }
+            });
         }
     }
+    Ok(())
+}
 
-    // COPY never fetches URLs (ADD does). Sources holding `$VAR`s are checked once expanded.
-    for &s in &reachable {
+/// COPY never fetches URLs (ADD does). Sources holding `$VAR`s can only be checked once
+/// expanded, by the caller.
+fn check_copy_sources(df: &Dockerfile, reachable: &BTreeSet<usize>) -> Result<(), ResolveError> {
+    for &s in reachable {
         for ins in &df.stages[s].instructions {
-            if let InstructionKind::Copy(c) = &ins.kind {
-                if c.common
-                    .sources
-                    .iter()
-                    .any(|src| src.starts_with("http://") || src.starts_with("https://"))
-                {
-                    return Err(ResolveError::CopyFromUrl { span: ins.span });
-                }
+            let InstructionKind::Copy(c) = &ins.kind else {
+                continue;
+            };
+            if c.common
+                .sources
+                .iter()
+                .any(|src| src.starts_with("http://") || src.starts_with("https://"))
+            {
+                return Err(ResolveError::CopyFromUrl { span: ins.span });
             }
         }
     }
+    Ok(())
+}
 
-    let build_order: Vec<usize> = reachable.iter().copied().collect();
+/// Images the built stages need (bases and `--from` images), first use first, once each.
+fn needed_images(stages: &[ResolvedStage], build_order: &[usize]) -> Vec<String> {
     let mut images: Vec<String> = Vec::new();
-    for &s in &build_order {
+    for &s in build_order {
         let st = &stages[s];
-        let mut push = |name: &str| {
-            if !images.iter().any(|i| i == name) {
-                images.push(name.to_string());
-            }
+        let base = match &st.base {
+            StageBase::Image(name) => Some(name),
+            _ => None,
         };
-        if let StageBase::Image(name) = &st.base {
-            push(name);
-        }
-        for d in &st.dependencies {
-            if let Source::Image(name) = &d.source {
-                push(name);
+        let froms = st.dependencies.iter().filter_map(|d| match &d.source {
+            Source::Image(name) => Some(name),
+            Source::Stage(_) => None,
+        });
+        for name in base.into_iter().chain(froms) {
+            if !images.contains(name) {
+                images.push(name.clone());
             }
         }
     }
-
-    for &s in &build_order {
-        for ins in &df.stages[s].instructions {
-            if let InstructionKind::Arg(defs) = &ins.kind {
-                declared.extend(defs.iter().map(|d| d.name.clone()));
-            }
-        }
-    }
-    let builtin_names: BTreeSet<String> = global.iter().map(|(k, _)| k.clone()).collect();
-    let unused_build_args = opts
-        .build_args
-        .keys()
-        .filter(|k| {
-            !declared.contains(*k)
-                && !builtin_names.contains(*k)
-                && k.as_str() != "SOURCE_DATE_EPOCH"
-                && !k.starts_with("BUILDKIT_")
-                && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
-        })
-        .cloned()
-        .collect();
-
-    Ok(ResolvedBuild {
-        stages,
-        target,
-        reachable,
-        build_order,
-        global_args: global,
-        images,
-        unused_build_args,
-        build_args: opts.build_args.clone(),
-        escape: df.directives.escape,
-    })
+    images
 }
 
 /// Depth-first search over `--from` edges; names the stage the search started from, as
