@@ -10,10 +10,11 @@ use std::time::Instant;
 use forge_cache::{CacheRecord, Store};
 use forge_oci::layer::{LayerOptions, SourceKind};
 use forge_oci::{Compression, Descriptor, Digest, History, ImageConfig, Platform};
-use forge_parser::shell::Lexer;
+use forge_parser::resolve::{
+    proxy_env, resolve, BuildOptions as ResolveOptions, PlatformSpec, ResolveError, ResolvedBuild, StageBase, StageScope,
+};
 use forge_parser::{Dockerfile, Instruction, InstructionKind, NetworkMode, SecurityMode, Stage};
 use forge_sandbox::{CancelToken, Sandbox};
-use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, apply_metadata, clean_abs, get_env, join_workdir, shell_of};
@@ -113,6 +114,10 @@ pub struct StageState {
     /// Identity of the filesystem state: the chain of step keys.
     pub key: CacheKey,
     pub history: Vec<History>,
+    /// The ARG/ENV scope the next step expands its words in.
+    pub scope: StageScope,
+    /// Whether this stage set CMD (so ENTRYPOINT resets only an inherited one).
+    pub cmd_set: bool,
 }
 
 /// What a build produced.
@@ -205,7 +210,7 @@ struct Plan {
     deps: Vec<Vec<usize>>,
     target: usize,
     reachable: Vec<bool>,
-    meta_env: Vec<(String, String)>,
+    resolved: ResolvedBuild,
 }
 
 /// Shared state of one build.
@@ -217,7 +222,6 @@ pub struct Build<'a> {
     events: &'a EventSink,
     cancel: &'a CancelToken,
     df: Dockerfile,
-    lexer: Lexer,
     plan: Plan,
     context: OnceLock<Result<Arc<Context>, String>>,
     named_contexts: Mutex<HashMap<String, Arc<Context>>>,
@@ -230,23 +234,6 @@ pub struct Build<'a> {
     first_error: Mutex<Option<SolveError>>,
     image_cache: Mutex<HashMap<String, Arc<ResolvedImage>>>,
 }
-
-fn builtin_args(target: &Platform) -> Vec<(String, String)> {
-    let host = Platform::host();
-    let mut v = Vec::new();
-    for (prefix, p) in [("TARGET", target), ("BUILD", &host)] {
-        v.push((format!("{prefix}PLATFORM"), p.to_string()));
-        v.push((format!("{prefix}OS"), p.os.clone()));
-        v.push((format!("{prefix}ARCH"), p.architecture.clone()));
-        v.push((format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default()));
-    }
-    v
-}
-
-const PROXY_ARGS: [&str; 10] = [
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
-    "ALL_PROXY", "all_proxy",
-];
 
 fn location(inst: &Instruction) -> Location {
     Location { instruction: inst.source.trim().to_string(), span: inst.span }
@@ -303,122 +290,54 @@ pub fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
-fn plan(df: &Dockerfile, opts: &BuildOptions, lexer: &Lexer) -> Result<Plan, SolveError> {
-    // Meta args: visible to FROM lines only.
-    let mut meta_env: Vec<(String, String)> = builtin_args(&opts.platform);
-    for a in &df.meta_args {
-        for def in &a.args {
-            let value = match opts.build_args.get(&def.name) {
-                Some(v) => Some(v.clone()),
-                None => match &def.default {
-                    Some(d) => Some(lexer.process_word(d, &meta_env).map_err(|e| SolveError::Step {
-                        location: Location { instruction: format!("ARG {}", def.name), span: a.span },
-                        message: e.to_string(),
-                        help: None,
-                    })?),
-                    None => None,
-                },
-            };
-            if let Some(v) = value {
-                meta_env.push((def.name.clone(), v));
+fn platform_spec(p: &Platform) -> PlatformSpec {
+    PlatformSpec::new(&p.os, &p.architecture, p.variant.as_deref().unwrap_or(""))
+}
+
+fn resolve_error(df: &Dockerfile, e: ResolveError) -> SolveError {
+    match e {
+        ResolveError::UnknownTarget { target, suggestion } => {
+            SolveError::UnknownTarget { target, help: suggestion.map(|s| format!("did you mean {s}?")) }
+        }
+        other => match other.span() {
+            Some(span) => {
+                let text = df
+                    .stages
+                    .iter()
+                    .flat_map(|st| std::iter::once((st.span, st.source.clone())).chain(st.instructions.iter().map(|i| (i.span, i.source.clone()))))
+                    .find(|(sp, _)| sp.line == span.line)
+                    .map(|(_, t)| t.trim().to_string())
+                    .unwrap_or_default();
+                SolveError::Step { location: Location { instruction: text, span }, message: other.to_string(), help: None }
             }
-        }
-    }
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut bases = Vec::new();
-    for st in &df.stages {
-        let loc = stage_location(st);
-        let base = lexer.process_word(&st.base, &meta_env).map_err(|e| SolveError::step(&loc, e.to_string()))?;
-        if base.trim().is_empty() {
-            return Err(SolveError::Step {
-                location: loc,
-                message: "base name (FROM) cannot be empty".into(),
-                help: Some("check that the ARG used in FROM has a value (pass --build-arg)".into()),
-            });
-        }
-        let lower = base.to_lowercase();
-        let b = if lower == "scratch" {
-            Base::Scratch
-        } else if let Some(&i) = names.get(&lower) {
-            Base::Stage(i)
-        } else if let Some(NamedContext::Image(r)) = opts.build_contexts.get(&base) {
-            Base::Image(r.clone())
-        } else {
-            Base::Image(base)
-        };
-        bases.push(b);
-        if let Some(n) = &st.name {
-            names.insert(n.to_lowercase(), st.index);
-        }
-    }
-    let stage_ref = |r: &str| -> Option<usize> {
-        let lower = r.to_lowercase();
-        if let Some(&i) = names.get(&lower) {
-            return Some(i);
-        }
-        r.parse::<usize>().ok().filter(|&i| i < df.stages.len())
-    };
-    let mut deps = vec![Vec::new(); df.stages.len()];
-    for st in &df.stages {
-        if let Base::Stage(i) = bases[st.index] {
-            deps[st.index].push(i);
-        }
-        for inst in &st.instructions {
-            let froms: Vec<String> = match &inst.kind {
-                InstructionKind::Copy(c) => c.from.iter().cloned().collect(),
-                InstructionKind::Run(r) => r.mounts.iter().filter_map(|m| m.from.clone()).collect(),
-                _ => Vec::new(),
-            };
-            for f in froms {
-                let f = lexer.process_word(&f, &meta_env).unwrap_or(f);
-                if let Some(i) = stage_ref(&f) {
-                    if i == st.index {
-                        return Err(SolveError::step(&location(inst), format!("stage {f:?} cannot copy from itself")));
-                    }
-                    deps[st.index].push(i);
-                }
-            }
-        }
-    }
-    let target = match &opts.target {
-        Some(t) => match stage_ref(t).filter(|_| names.contains_key(&t.to_lowercase())) {
-            Some(i) => i,
-            None => {
-                return Err(SolveError::UnknownTarget {
-                    target: t.clone(),
-                    help: suggest(t, names.keys().map(|s| s.as_str())).map(|s| format!("did you mean {s}?")),
-                })
-            }
+            None => SolveError::Other(other.to_string()),
         },
-        None => df.stages.len().checked_sub(1).ok_or_else(|| SolveError::Other("the Dockerfile has no stages".into()))?,
+    }
+}
+
+fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, SolveError> {
+    let ropts = ResolveOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: platform_spec(&opts.platform),
+        build_platform: platform_spec(&Platform::host()),
     };
-    let mut reachable = vec![false; df.stages.len()];
-    let mut stack = vec![target];
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut reachable[i], true) {
-            continue;
-        }
-        stack.extend(deps[i].iter().copied());
-    }
-    // Cycles (COPY --from pointing at a later stage that depends back) are errors.
-    let mut g: DiGraph<usize, ()> = DiGraph::new();
-    let nodes: Vec<NodeIndex> = (0..df.stages.len()).map(|i| g.add_node(i)).collect();
-    for (i, ds) in deps.iter().enumerate() {
-        if reachable[i] {
-            for &d in ds {
-                g.add_edge(nodes[d], nodes[i], ());
-            }
-        }
-    }
-    if let Err(cycle) = petgraph::algo::toposort(&g, None) {
-        let st = &df.stages[g[cycle.node_id()]];
-        return Err(SolveError::Step {
-            location: stage_location(st),
-            message: "circular dependency between stages".into(),
-            help: Some("a stage cannot (indirectly) copy from itself".into()),
+    let resolved = resolve(df, &ropts).map_err(|e| resolve_error(df, e))?;
+    let mut bases = Vec::new();
+    let mut deps = Vec::new();
+    for st in &resolved.stages {
+        bases.push(match &st.base {
+            StageBase::Scratch => Base::Scratch,
+            StageBase::Stage(i) => Base::Stage(*i),
+            StageBase::Image(r) => match opts.build_contexts.get(r) {
+                Some(NamedContext::Image(over)) => Base::Image(over.clone()),
+                _ => Base::Image(r.clone()),
+            },
         });
+        deps.push(st.stage_dependencies().into_iter().collect());
     }
-    Ok(Plan { bases, deps, target, reachable, meta_env })
+    let reachable = (0..df.stages.len()).map(|i| resolved.reachable.contains(&i)).collect();
+    Ok(Plan { bases, deps, target: resolved.target, reachable, resolved })
 }
 
 /// Runs a build to completion.
@@ -434,8 +353,10 @@ pub fn build(
     for w in &df.warnings {
         events(Event::Warning { message: w.to_string() });
     }
-    let lexer = Lexer::new(df.directives.escape);
-    let plan = plan(&df, opts, &lexer)?;
+    let plan = plan(&df, opts)?;
+    for arg in &plan.resolved.unused_build_args {
+        events(Event::Warning { message: format!("build argument {arg:?} was not consumed by any stage") });
+    }
     let _lease = store.lease()?;
     let b = Build {
         store,
@@ -446,7 +367,6 @@ pub fn build(
         cancel,
         slots: df.stages.iter().map(|_| Slot::new()).collect(),
         df,
-        lexer,
         plan,
         context: OnceLock::new(),
         named_contexts: Mutex::new(HashMap::new()),
@@ -572,7 +492,15 @@ impl Build<'_> {
             .collect();
         let mut kb = KeyBuilder::new("image");
         kb.str("manifest", &img.manifest_digest.to_string());
-        StageState { config: img.config.clone(), layers, key: kb.finish().0, history: img.config.history.clone() }
+        let scope = self.plan.resolved.scope_for_image(img.config.config.env.as_deref().unwrap_or(&[]));
+        StageState {
+            config: img.config.clone(),
+            layers,
+            key: kb.finish().0,
+            history: img.config.history.clone(),
+            scope,
+            cmd_set: false,
+        }
     }
 
     fn stage_label(&self, idx: usize) -> String {
@@ -620,9 +548,21 @@ impl Build<'_> {
             Base::Scratch => {
                 let mut kb = KeyBuilder::new("scratch");
                 kb.str("platform", &self.opts.platform.to_string());
-                StageState { config: ImageConfig::scratch(&self.opts.platform), layers: Vec::new(), key: kb.finish().0, history: Vec::new() }
+                StageState {
+                    config: ImageConfig::scratch(&self.opts.platform),
+                    layers: Vec::new(),
+                    key: kb.finish().0,
+                    history: Vec::new(),
+                    scope: self.plan.resolved.scope_for_image(&[]),
+                    cmd_set: false,
+                }
             }
-            Base::Stage(i) => (*self.slots[*i].wait().ok_or(SolveError::Cancelled)?).clone(),
+            Base::Stage(i) => {
+                let mut parent = (*self.slots[*i].wait().ok_or(SolveError::Cancelled)?).clone();
+                parent.scope = parent.scope.child();
+                parent.cmd_set = false;
+                parent
+            }
             Base::Image(r) => {
                 let img = self.resolve_image(r, from_id).map_err(|e| match e {
                     SolveError::Image { reference, message } => SolveError::Step {
@@ -637,7 +577,6 @@ impl Build<'_> {
         };
         self.emit(Event::StepDone { id: from_id, duration: started.elapsed(), cached: false });
 
-        let mut scope = Scope { args: Vec::new(), cmd_set: false };
         // ONBUILD triggers of the base run first, then are cleared.
         let triggers = st.config.config.on_build.take().unwrap_or_default();
         let mut instructions: Vec<Instruction> = Vec::new();
@@ -660,20 +599,9 @@ impl Build<'_> {
                 vertex += 1;
             }
             let name = format!("[{label}{vertex}/{vertex_total}] {}", inst.source.trim());
-            self.step(idx, inst, &name, &mut st, &mut scope)?;
+            self.step(idx, inst, &name, &mut st)?;
         }
         Ok(st)
-    }
-
-    /// The environment instructions are expanded with: declared ARGs, then ENV on top.
-    fn expansion_env(&self, st: &StageState, scope: &Scope) -> Vec<(String, String)> {
-        let mut env = scope.args.clone();
-        for e in st.config.config.env.iter().flatten() {
-            if let Some((k, v)) = e.split_once('=') {
-                env.push((k.to_string(), v.to_string()));
-            }
-        }
-        env
     }
 
     fn history(&self, st: &mut StageState, created_by: String, empty: bool) {
@@ -686,31 +614,27 @@ impl Build<'_> {
         });
     }
 
-    fn step(&self, idx: usize, inst: &Instruction, name: &str, st: &mut StageState, scope: &mut Scope) -> Result<(), SolveError> {
+    fn step(&self, idx: usize, inst: &Instruction, name: &str, st: &mut StageState) -> Result<(), SolveError> {
         let loc = location(inst);
-        let env = self.expansion_env(st, scope);
-        if let InstructionKind::Arg(defs) = &inst.kind {
-            for def in defs {
-                let value = if let Some(v) = self.opts.build_args.get(&def.name) {
-                    Some(v.clone())
-                } else if let Some(d) = &def.default {
-                    let mut e = env.clone();
-                    e.extend(scope.args.iter().cloned());
-                    Some(self.lexer.process_word(d, &e).map_err(|e| SolveError::step(&loc, e.to_string()))?)
-                } else {
-                    // A bare ARG re-imports a global ARG's value, or a built-in platform arg.
-                    self.plan.meta_env.iter().rev().find(|(k, _)| k == &def.name).map(|(_, v)| v.clone())
-                };
-                scope.args.retain(|(k, _)| k != &def.name);
-                if let Some(v) = value {
-                    scope.args.push((def.name.clone(), v));
-                }
+        match &inst.kind {
+            InstructionKind::Arg(_) => {
+                st.scope.apply(&inst.kind).map_err(|e| SolveError::step(&loc, e.to_string()))?;
+                return Ok(());
             }
-            return Ok(());
+            InstructionKind::Env(_) => {
+                let pairs = st.scope.apply(&inst.kind).map_err(|e| SolveError::step(&loc, e.to_string()))?;
+                let kvs = pairs.into_iter().map(|(key, value)| forge_parser::KeyValue { key, value }).collect();
+                let kind = InstructionKind::Env(kvs);
+                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut st.cmd_set) {
+                    self.history(st, text, true);
+                }
+                return Ok(());
+            }
+            _ => {}
         }
-        let kind = inst.kind.expand(&self.lexer, &env).map_err(|e| SolveError::step(&loc, e.to_string()))?;
+        let kind = inst.kind.expand(st.scope.lexer(), &st.scope.env()).map_err(|e| SolveError::step(&loc, e.to_string()))?;
         match &kind {
-            InstructionKind::Run(run) => self.run_step(idx, inst, name, run, st, scope),
+            InstructionKind::Run(run) => self.run_step(idx, inst, name, run, st),
             InstructionKind::Copy(c) => {
                 let from = c.from.clone();
                 self.copy_step(idx, inst, name, &c.common, from.as_deref(), c.parents, false, st)
@@ -732,13 +656,13 @@ impl Build<'_> {
                 for p in ports {
                     config::expose_keys(p).map_err(|m| SolveError::step(&loc, m))?;
                 }
-                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut scope.cmd_set) {
+                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut st.cmd_set) {
                     self.history(st, text, true);
                 }
                 Ok(())
             }
             _ => {
-                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut scope.cmd_set) {
+                if let Some(text) = apply_metadata(&mut st.config, &kind, &mut st.cmd_set) {
                     self.history(st, text, true);
                 }
                 Ok(())
@@ -870,7 +794,6 @@ impl Build<'_> {
         name: &str,
         run: &forge_parser::Run,
         st: &mut StageState,
-        scope: &Scope,
     ) -> Result<(), SolveError> {
         let loc = location(inst);
         let id = self.step_id();
@@ -881,19 +804,17 @@ impl Build<'_> {
         // RUN sees ENV plus the ARGs in scope (ENV wins); proxy args pass through undeclared.
         let mut env: Vec<String> = st.config.config.env.clone().unwrap_or_default();
         let mut arg_env: Vec<String> = Vec::new();
-        for (k, v) in &scope.args {
-            if get_env(&env, k).is_none() {
+        for (k, v) in st.scope.run_args() {
+            if get_env(&env, &k).is_none() {
                 arg_env.push(format!("{k}={v}"));
             }
         }
-        let mut proxy_env = Vec::new();
-        for p in PROXY_ARGS {
-            if let Some(v) = self.opts.build_args.get(p) {
-                if !scope.args.iter().any(|(k, _)| k == p) {
-                    proxy_env.push(format!("{p}={v}"));
-                }
-            }
-        }
+        // Proxy variables pass through undeclared, and stay out of the cache key.
+        let proxy_env: Vec<String> = proxy_env(&self.opts.build_args)
+            .into_iter()
+            .filter(|(k, _)| !st.scope.declared_args().iter().any(|(d, _)| d == k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let network = run.network.unwrap_or(self.opts.network);
         let security = run.security.unwrap_or(SecurityMode::Sandbox);
         if security == SecurityMode::Insecure && !self.opts.allow_insecure {
@@ -948,7 +869,7 @@ impl Build<'_> {
             let layer = crate::run::execute(self, &req)?;
             Ok(StepValue { layer: Some(layer) })
         })?;
-        let created_by = format!("RUN {} # forge", argv.join(" "));
+        let created_by = format!("RUN {}{} # forge", st.scope.run_history_prefix(), argv.join(" "));
         self.push_layer(st, key, v, created_by);
         Ok(())
     }
@@ -1217,10 +1138,4 @@ impl Build<'_> {
 enum FromSource {
     State(StageState),
     Dir(Arc<Context>),
-}
-
-/// ARGs declared so far in a stage, and whether CMD was set in it.
-struct Scope {
-    args: Vec<(String, String)>,
-    cmd_set: bool,
 }
