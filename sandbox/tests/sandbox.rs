@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use forge_sandbox::{
     CancelToken, ExitStatus, Mount, MountKind, Network, OutputStream, Rootfs, RunSpec, Sandbox,
@@ -379,7 +379,7 @@ fn output_streaming_order(image: &Image) -> CaseResult {
     let ack = tempfile::tempdir().unwrap();
     let mut spec = snap.spec(
         "wait_for() { i=0; while [ ! -e /ack/$1 ]; do i=$((i+1)); [ $i -gt 3000 ] && echo TIMEOUT && exit 9; usleep 10000; done; }
-         echo out1; wait_for 1; echo err1 >&2; wait_for 2; echo out2; wait_for 3; echo err2 >&2; seq 1 2000",
+         echo out1; wait_for 1; echo err1 >&2; wait_for 2; echo out2; wait_for 3; echo err2 >&2; wait_for 4; seq 1 2000",
     );
     spec.mounts.push(Mount {
         target: "/ack".into(),
@@ -399,7 +399,7 @@ fn output_streaming_order(image: &Image) -> CaseResult {
                     Some((s, t)) if *s == stream => t.push_str(&text),
                     _ => events.push((stream, text)),
                 }
-                if acked < 3 {
+                if acked < 4 {
                     acked += 1;
                     std::fs::write(ack.path().join(acked.to_string()), "").unwrap();
                 }
@@ -609,7 +609,7 @@ fn cancel_kills_everything(image: &Image) -> CaseResult {
     let token = CancelToken::new();
     let canceller = token.clone();
     let mounts_before = host_mounts();
-    let started = Instant::now();
+    // If cancelling did not work, run() would wait for `sleep 1000` and the test would hang.
     let result = Sandbox::new().run(
         &spec,
         &mut |_, bytes| {
@@ -626,11 +626,6 @@ fn cancel_kills_everything(image: &Image) -> CaseResult {
     ensure!(
         matches!(result, Err(SandboxError::Cancelled)),
         "got {result:?}"
-    );
-    ensure!(
-        started.elapsed() < Duration::from_secs(60),
-        "cancel took {:?}",
-        started.elapsed()
     );
     // No process with the marker survives.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -700,6 +695,27 @@ fn no_mount_left_after_runs(_image: &Image) -> CaseResult {
         tmp_leftovers.is_empty(),
         "non-empty staging dirs left: {tmp_leftovers:?}"
     );
+    Ok(())
+}
+
+fn parallel_runs(image: &Image) -> CaseResult {
+    let results: Vec<Result<String, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                scope.spawn(move || {
+                    let snap = Snapshot::new(image);
+                    let mut spec = snap.spec("echo $N > /n; cat /n; hostname");
+                    spec.env.push(format!("N={i}"));
+                    spec.hostname = format!("box{i}");
+                    run_ok(&spec)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, r) in results.into_iter().enumerate() {
+        ensure_eq!(r?, format!("{i}\nbox{i}\n"));
+    }
     Ok(())
 }
 
@@ -914,6 +930,7 @@ const CASES: &[Case] = &[
     ("cancel_kills_everything", cancel_kills_everything),
     ("stdin_is_fed", stdin_is_fed),
     ("dev_is_minimal", dev_is_minimal),
+    ("parallel_runs", parallel_runs),
     ("overlay_probe", overlay_probe),
     ("rootless_user_namespace", rootless_user_namespace),
     ("no_mount_left_after_runs", no_mount_left_after_runs),
