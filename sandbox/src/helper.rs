@@ -168,11 +168,14 @@ fn supervise(
     let mut control_open = true;
     let mut exited = false;
     while !exited || report_open {
-        let mut pfds = vec![libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut pfds = Vec::with_capacity(3);
+        if !exited {
+            pfds.push(libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         if report_open {
             pfds.push(libc::pollfd {
                 fd: report_file.as_raw_fd(),
@@ -223,8 +226,10 @@ fn supervise(
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
-            serde_json::from_slice(l)
-                .map_err(|e| HelperError::Spec(format!("malformed report from the sandbox: {e}")))
+            serde_json::from_slice(l).map_err(|e| HelperError::Sys {
+                context: format!("malformed report from the sandbox's init: {e}"),
+                errno: libc::EPROTO,
+            })
         })
         .collect::<HResult<Vec<ChildReport>>>()?;
     Ok((status, reports))
