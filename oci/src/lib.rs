@@ -2,6 +2,7 @@
 //! compression, OCI layouts and docker-archives.
 
 pub mod apply;
+pub mod archive;
 pub mod blob;
 pub mod compression;
 pub mod digest;
@@ -15,6 +16,10 @@ mod tar_read;
 mod tar_write;
 
 pub use apply::{apply_layer, decompress, ApplyMode, ApplyOptions, ApplyStats};
+pub use archive::{
+    import, write_archive, write_oci_layout_dir, ArchiveError, ArchiveFormat, ExportSummary,
+    ImageToExport, ImportedImage,
+};
 pub use blob::{read_blob_bytes, BlobSink, BlobSource, DirBlobs, MemoryBlobs};
 pub use compression::{Compression, Encoder};
 pub use digest::{Digest, DigestParseError, Hasher, HashingReader, HashingWriter};

@@ -161,6 +161,10 @@ impl<R: Read> TarReader<R> {
         self.inner
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     fn skip(&mut self, mut n: u64) -> io::Result<()> {
         let mut buf = [0u8; 8192];
         while n > 0 {
