@@ -126,6 +126,51 @@ pub fn clean_path(path: &str) -> String {
     }
 }
 
+/// Could the exception pattern `pattern` match a path inside `dir` (or `dir` itself, or one of
+/// its parents, which would re-include everything below)? See [`PatternMatcher::can_skip_dir`].
+fn exception_may_reach(pattern: &str, dir: &str) -> bool {
+    // Classes can match `/`, escapes can hide one, and `^` is an anchor, not a character.
+    if pattern.contains(['[', ']', '\\', '^']) {
+        return true;
+    }
+    let pattern_segs: Vec<&str> = pattern.split('/').collect();
+    let dir_segs: Vec<&str> = dir.split('/').collect();
+    for (i, seg) in pattern_segs.iter().enumerate() {
+        if seg.contains("**") || i >= dir_segs.len() {
+            return true;
+        }
+        if !segment_matches(seg, dir_segs[i]) {
+            return false;
+        }
+    }
+    // The pattern matched `dir` or one of its parents.
+    true
+}
+
+/// `*` and `?` glob matching within one path segment (no classes or escapes).
+fn segment_matches(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    // Classic wildcard matching with one backtrack point for the last `*`.
+    let (mut gi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if gi < g.len() && (g[gi] == '?' || (g[gi] != '*' && g[gi] == t[ti])) {
+            gi += 1;
+            ti += 1;
+        } else if gi < g.len() && g[gi] == '*' {
+            star = Some((gi, ti));
+            gi += 1;
+        } else if let Some((sg, st)) = star {
+            gi = sg + 1;
+            ti = st + 1;
+            star = Some((sg, st + 1));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|c| *c == '*')
+}
+
 /// Go's `filepath.Dir`: everything before the last `/`, cleaned (`.` when there is none).
 fn parent_dir(path: &str) -> String {
     match path.rfind('/') {
@@ -367,16 +412,19 @@ impl PatternMatcher {
     }
 
     /// Whether an excluded directory can be skipped without walking it: true when no `!`
-    /// exception could re-include anything inside it. Exceptions with glob characters make
-    /// this answer `false` (the walk must look), as fsutil does.
+    /// exception could re-include anything inside it.
+    ///
+    /// The answer is conservative (`false` when unsure). An exception is compared with the
+    /// directory one path segment at a time: a segment holding `**`, a class, an escape or `^`, an
+    /// exception as short as the directory or shorter, or one that runs past it after matching
+    /// every segment, may re-include something; a segment that cannot match ends the question.
+    /// fsutil only prunes when every exception is a literal path; this also prunes
+    /// `build` under `!*.md`.
     pub fn can_skip_dir(&self, dir: &str) -> bool {
-        if !self.exclusions {
-            return true;
-        }
-        if !self.only_literal(true) {
-            return false;
-        }
-        !self.has_pattern_under(dir, true)
+        !self
+            .patterns
+            .iter()
+            .any(|p| p.exclusion && exception_may_reach(&p.cleaned, dir))
     }
 
     /// Do all patterns of this kind (exceptions or not) have literal directory parts?
@@ -408,7 +456,6 @@ pub struct Filter {
     include: Option<PatternMatcher>,
     exclude: Option<PatternMatcher>,
     only_prefix_includes: bool,
-    only_prefix_exceptions: bool,
 }
 
 impl Filter {
@@ -429,7 +476,6 @@ impl Filter {
         };
         Ok(Filter {
             only_prefix_includes: include.as_ref().is_none_or(|m| m.only_literal(false)),
-            only_prefix_exceptions: exclude.as_ref().is_none_or(|m| m.only_literal(true)),
             include,
             exclude,
         })
@@ -537,10 +583,7 @@ impl FilterWalk<'_> {
             let (m, info) = exc.matches_using_parent_results(path, &parent)?;
             exclude_info = info;
             if m {
-                if is_dir
-                    && self.filter.only_prefix_exceptions
-                    && (!exc.has_exclusions() || !exc.has_pattern_under(path, true))
-                {
+                if is_dir && exc.can_skip_dir(path) {
                     return Ok(prune);
                 }
                 hidden = true;
@@ -1358,8 +1401,10 @@ mod tests {
         }
     }
 
-    /// Random patterns and paths never make compiling or matching panic, and the walk form
-    /// agrees with the direct form whenever both succeed.
+    /// Random patterns and paths never make compiling, matching or the walk form panic.
+    /// (The walk form need not agree with the direct form here: upstream's walk form only
+    /// carries results for patterns it evaluated, so an exception skipped at a parent level
+    /// is not seen again, e.g. `["x/*", "!?"]` keeps `x/y` excluded in a walk.)
     #[test]
     fn random_patterns_never_panic() {
         let alphabet: Vec<char> = "*?[]^-!\\/.ab{}()+$|é ".chars().collect();
@@ -1378,11 +1423,10 @@ mod tests {
             let _ = read_patterns(&pattern);
             if let Ok(pm) = PatternMatcher::new(&[pattern.as_str(), "!a/b"]) {
                 for p in paths {
-                    let direct = pm.matches_or_parent_matches(p);
+                    let _ = pm.matches_or_parent_matches(p);
                     let _ = pm.matches(p);
                     let _ = pm.can_skip_dir(p);
                     let mut info = MatchInfo::default();
-                    let mut walked = Ok(false);
                     let mut prefix = String::new();
                     for seg in p.split('/').filter(|s| !s.is_empty()) {
                         if !prefix.is_empty() {
@@ -1390,27 +1434,166 @@ mod tests {
                         }
                         prefix.push_str(seg);
                         match pm.matches_using_parent_results(&prefix, &info) {
-                            Ok((m, i)) => {
-                                walked = Ok(m);
-                                info = i;
-                            }
-                            Err(e) => {
-                                walked = Err(e);
-                                break;
-                            }
-                        }
-                    }
-                    if let (Ok(d), Ok(w)) = (&direct, &walked) {
-                        if !p.contains(['.'])
-                            && !p.starts_with('/')
-                            && !p.ends_with('/')
-                            && !p.is_empty()
-                        {
-                            assert_eq!(d, w, "pattern {pattern:?} path {p:?}");
+                            Ok((_, i)) => info = i,
+                            Err(_) => break,
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// `segment!(name, glob, text, expected)`.
+    macro_rules! segment {
+        ($name:ident, $glob:expr, $text:expr, $expected:expr) => {
+            #[test]
+            fn $name() {
+                assert_eq!(segment_matches($glob, $text), $expected);
+            }
+        };
+    }
+
+    segment!(segment_literal, "abc", "abc", true);
+    segment!(segment_star, "*.md", "README.md", true);
+    segment!(segment_star_miss, "*.md", "README.txt", false);
+    segment!(segment_question, "a?c", "abc", true);
+    segment!(segment_backtrack, "a*b*c", "axxbyyc", true);
+    segment!(segment_empty_star, "*", "", true);
+
+    #[test]
+    fn wildcard_exceptions_prune_only_unreachable_dirs() {
+        let pm = PatternMatcher::new(&["*", "!*.md"]).unwrap();
+        assert!(pm.can_skip_dir("build"), "`*.md` cannot match below build/");
+        assert!(
+            !pm.can_skip_dir("README.md"),
+            "a directory named like the exception itself"
+        );
+        let pm = PatternMatcher::new(&["*", "!src/*/keep"]).unwrap();
+        assert!(!pm.can_skip_dir("src"));
+        assert!(!pm.can_skip_dir("src/a"));
+        assert!(pm.can_skip_dir("docs"));
+        let pm = PatternMatcher::new(&["*", "!^src"]).unwrap();
+        assert!(!pm.can_skip_dir("src"), "`^` anchors; it is not a literal");
+    }
+
+    /// The walk's output equals a brute-force answer on random trees and patterns: an entry is
+    /// emitted when it is allowed (included, not excluded, parents counted), plus every parent
+    /// directory of an emitted entry, in walk order. Pruning must never lose an entry.
+    #[test]
+    fn walk_matches_brute_force_on_random_trees() {
+        let names = ["a", "b", "a.md", "keep", "x.log"];
+        let pattern_parts = [
+            "*", "a", "b", "**", "*.md", "keep", "a/*", "**/keep", "b/**", "?",
+        ];
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..400 {
+            // A tree of up to depth 3: (path, is_dir), parents before children, names sorted.
+            let mut entries: Vec<(String, bool)> = Vec::new();
+            fn grow(
+                prefix: &str,
+                depth: u32,
+                names: &[&str],
+                next: &mut dyn FnMut() -> u64,
+                out: &mut Vec<(String, bool)>,
+            ) {
+                let mut picked: Vec<&str> =
+                    names.iter().copied().filter(|_| next() % 3 != 0).collect();
+                picked.sort();
+                for n in picked {
+                    let path = if prefix.is_empty() {
+                        n.to_string()
+                    } else {
+                        format!("{prefix}/{n}")
+                    };
+                    let is_dir = depth < 3 && next() % 2 == 0;
+                    out.push((path.clone(), is_dir));
+                    if is_dir {
+                        grow(&path, depth + 1, names, next, out);
+                    }
+                }
+            }
+            grow("", 1, &names, &mut next, &mut entries);
+            let mut exclude: Vec<String> = Vec::new();
+            for _ in 0..(next() % 4) {
+                let bang = if next() % 2 == 0 { "!" } else { "" };
+                exclude.push(format!("{bang}{}", pattern_parts[(next() % 10) as usize]));
+            }
+            let include: Vec<String> = if next() % 3 == 0 {
+                vec![pattern_parts[(next() % 10) as usize].to_string()]
+            } else {
+                vec![]
+            };
+            let Ok(filter) = Filter::new(&include, &exclude) else {
+                continue;
+            };
+
+            let mut walk = filter.walk();
+            let mut walked = Vec::new();
+            let mut pruned: Vec<String> = Vec::new();
+            for (path, is_dir) in &entries {
+                if pruned.iter().any(|d| path.starts_with(&format!("{d}/"))) {
+                    continue;
+                }
+                let v = walk.visit(path, *is_dir).unwrap();
+                walked.extend(v.emit_parents);
+                if v.emit {
+                    walked.push(path.clone());
+                }
+                if *is_dir && !v.descend {
+                    pruned.push(path.clone());
+                }
+            }
+
+            // The oracle: the same per-entry decisions without pruning or lazy parents, each
+            // entry decided from its parent's carried results, then closed over parents.
+            let mut stack: Vec<(String, MatchInfo, MatchInfo)> = Vec::new();
+            let mut allowed: Vec<String> = Vec::new();
+            for (path, is_dir) in &entries {
+                while stack
+                    .last()
+                    .is_some_and(|(d, _, _)| !path.starts_with(&format!("{d}/")))
+                {
+                    stack.pop();
+                }
+                let (inc_parent, exc_parent) = stack
+                    .last()
+                    .map(|(_, i, e)| (i.clone(), e.clone()))
+                    .unwrap_or_default();
+                let (inc_ok, inc_info) = match &filter.include {
+                    Some(m) => m.matches_using_parent_results(path, &inc_parent).unwrap(),
+                    None => (true, MatchInfo::default()),
+                };
+                let (excluded, exc_info) = match &filter.exclude {
+                    Some(m) => m.matches_using_parent_results(path, &exc_parent).unwrap(),
+                    None => (false, MatchInfo::default()),
+                };
+                if inc_ok && !excluded {
+                    allowed.push(path.clone());
+                }
+                if *is_dir {
+                    stack.push((path.clone(), inc_info, exc_info));
+                }
+            }
+            let expected: Vec<String> = entries
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| {
+                    allowed
+                        .iter()
+                        .any(|a| a == *p || a.starts_with(&format!("{p}/")))
+                })
+                .cloned()
+                .collect();
+            assert_eq!(
+                walked, expected,
+                "include {include:?} exclude {exclude:?} tree {entries:?}"
+            );
         }
     }
 }
