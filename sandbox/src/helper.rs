@@ -338,7 +338,7 @@ struct Command {
 
 fn prepare_command(sys: &dyn Syscall, spec: &RunSpec) -> HResult<Command> {
     let id = process::resolve_identity(spec.user.as_deref())?;
-    process::enter_cwd(sys, &spec.cwd, &id)?;
+    process::enter_cwd(sys, &spec.cwd, &id).map_err(|e| explain_unmapped(e, spec))?;
     let env = process::build_env(&spec.env, id.home.as_deref());
     let program = process::find_program(&spec.args[0], &env)?;
     Ok(Command { id, env, program })
@@ -353,7 +353,30 @@ fn exec_command(
     unsafe { libc::setsid() };
     process::setup_stdin(spec.stdin.as_deref())?;
     process::confine(sys, spec)?;
-    process::drop_privileges(sys, &command.id, process::allowed_caps(spec), last_cap)?;
+    process::drop_privileges(sys, &command.id, process::allowed_caps(spec), last_cap)
+        .map_err(|e| explain_unmapped(e, spec))?;
     process::reset_process_state();
     Err(process::exec(&command.program, &spec.args, &command.env))
+}
+
+/// In a user namespace, `EINVAL` from `chown`/`setresuid`/`setgroups` means the id has no
+/// mapping, and `EPERM` from `setgroups` means the namespace was set up without `newgidmap`
+/// (setgroups is denied): a problem with `USER` or the host's subordinate ids, not the sandbox.
+fn explain_unmapped(e: HelperError, spec: &RunSpec) -> HelperError {
+    match e {
+        HelperError::Sys { context, errno }
+            if in_user_namespace()
+                && (errno == libc::EINVAL
+                    || (errno == libc::EPERM && context.starts_with("setgroups"))) =>
+        {
+            HelperError::User {
+                user: spec.user.clone().unwrap_or_else(|| "root".into()),
+                reason: format!(
+                    "{context}: the id is not mapped in forge's user namespace (rootless mode \
+                     maps only the caller's id and its ranges in /etc/subuid and /etc/subgid)"
+                ),
+            }
+        }
+        e => e,
+    }
 }

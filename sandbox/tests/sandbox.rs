@@ -769,7 +769,7 @@ fn sh_ok(cmd: &str) -> Result<String, String> {
 }
 
 /// Runs inside the re-executed test binary, as the unprivileged user.
-fn rootless_inner(dir: &Path) -> i32 {
+fn rootless_inner(dir: &Path, single_id: bool) -> i32 {
     if let Err(e) = forge_sandbox::enter_rootless_namespace_if_needed() {
         eprintln!("entering the user namespace: {e}");
         return 3;
@@ -779,6 +779,35 @@ fn rootless_inner(dir: &Path) -> i32 {
         upper: dir.join("upper"),
         work: dir.join("work"),
     };
+    if single_id {
+        // Only the caller's own id exists inside: root works, other users cannot.
+        let out = run(&RunSpec::new(
+            rootfs.clone(),
+            sh("echo uid=$(id -u); cat /proc/self/uid_map | wc -l; touch /mine"),
+        ));
+        let mut spec = RunSpec::new(rootfs, sh("id"));
+        spec.user = Some("tester".into());
+        let denied = run(&spec);
+        match (out, denied) {
+            (Ok(out), Err(SandboxError::User { user, reason })) => {
+                print!("{}", out.stdout);
+                println!("status={}", out.status);
+                println!(
+                    "denied user={user} mapped-hint={}",
+                    reason.contains("not mapped")
+                );
+                return 0;
+            }
+            (out, denied) => {
+                println!(
+                    "unexpected: {:?} / {:?}",
+                    out.map(|o| (o.status, o.stdout, o.stderr)),
+                    denied.map(|o| o.status)
+                );
+                return 1;
+            }
+        }
+    }
     let mut ok = true;
     for (user, script) in [
         (None, "echo uid=$(id -u); wc -l < /proc/self/uid_map; touch /created && chown 1000:1000 /created; rm /etc/removeme; rm -rf /data; mkdir /data; ls /sys/class/net | grep -c lo"),
@@ -909,6 +938,84 @@ fn rootless_user_namespace(image: &Image) -> CaseResult {
     Ok(())
 }
 
+const SINGLE_USER: &str = "forge-rootless1";
+
+/// Removes `user`'s lines from an `/etc/subuid`-format file (useradd may have added some).
+fn drop_subids(file: &str, user: &str) {
+    if let Ok(text) = std::fs::read_to_string(file) {
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{user}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept != text {
+            std::fs::write(file, kept).unwrap();
+        }
+    }
+}
+
+fn rootless_single_id_map(image: &Image) -> CaseResult {
+    for tool in ["useradd", "runuser"] {
+        if !tool_exists(tool) {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                return Err(format!("{tool} not found (required in CI)"));
+            }
+            eprintln!("SKIPPED: rootless_single_id_map: {tool} not found");
+            return Ok(());
+        }
+    }
+    if sh_ok(&format!("id -u {SINGLE_USER}")).is_err() {
+        sh_ok(&format!(
+            "useradd --no-create-home --shell /usr/sbin/nologin {SINGLE_USER}"
+        ))?;
+    }
+    drop_subids("/etc/subuid", SINGLE_USER);
+    drop_subids("/etc/subgid", SINGLE_USER);
+    let uid: u32 = sh_ok(&format!("id -u {SINGLE_USER}"))?
+        .trim()
+        .parse()
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("forge-rootless")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sh_ok(&format!(
+        "cp -a {} {}/lower",
+        image.lower.display(),
+        d.display()
+    ))?;
+    sh_ok(&format!(
+        "mkdir {0}/upper {0}/work && chown -R {SINGLE_USER}: {0}/lower {0}/upper {0}/work",
+        d.display()
+    ))?;
+    let exe = d.join("forge-sandbox-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", SINGLE_USER, "--"])
+        .arg(&exe)
+        .arg("--rootless-case")
+        .arg(d)
+        .arg("single")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "single-id rootless run failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure_eq!(
+        stdout,
+        "uid=0\n1\nstatus=exit code 0\ndenied user=tester mapped-hint=true\n"
+    );
+    let mine = std::fs::metadata(d.join("upper/mine")).map_err(|e| e.to_string())?;
+    ensure_eq!(mine.uid(), uid);
+    Ok(())
+}
+
 type Case = (&'static str, fn(&Image) -> CaseResult);
 
 const CASES: &[Case] = &[
@@ -933,6 +1040,7 @@ const CASES: &[Case] = &[
     ("parallel_runs", parallel_runs),
     ("overlay_probe", overlay_probe),
     ("rootless_user_namespace", rootless_user_namespace),
+    ("rootless_single_id_map", rootless_single_id_map),
     ("no_mount_left_after_runs", no_mount_left_after_runs),
 ];
 
@@ -940,7 +1048,8 @@ fn main() {
     forge_sandbox::maybe_run_helper();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--rootless-case") {
-        std::process::exit(rootless_inner(Path::new(&args[2])));
+        let single = args.get(3).map(String::as_str) == Some("single");
+        std::process::exit(rootless_inner(Path::new(&args[2]), single));
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let filter: Vec<String> = std::env::args()
