@@ -10,7 +10,7 @@
 //! namespace, which in its own mount namespace:
 //!
 //! * mounts the rootfs: overlayfs over the lower snapshots with a fresh upper directory
-//!   (`redirect_dir=off,metacopy=off`, plus `userxattr` in a user namespace), or a plain
+//!   (`index=off,redirect_dir=off,metacopy=off`, plus `userxattr` in a user namespace), or a plain
 //!   directory for the copy fallback;
 //! * adds `/proc`, a minimal `/dev`, a read-only `/sys`, generated `/etc/hosts`,
 //!   `/etc/resolv.conf`, `/etc/hostname`, and the caller's bind, tmpfs, secret and socket

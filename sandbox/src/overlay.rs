@@ -53,16 +53,7 @@ fn probe(scratch: &Path) -> bool {
     if std::fs::write(l2.join("gone"), b"x").is_err() {
         return false;
     }
-    let features = OverlayFeatures::detect();
-    let mut extras: Vec<Vec<&str>> = vec![vec!["redirect_dir=off", "metacopy=off"], vec![]];
-    if !features.redirect_dir || !features.metacopy {
-        extras.swap(0, 1);
-    }
-    if in_user_namespace() {
-        for e in &mut extras {
-            e.push("userxattr");
-        }
-    }
+    let extras = OverlayFeatures::detect().option_sets(in_user_namespace());
     // Everything the child needs is prepared before fork: the caller may be multi-threaded,
     // so the child makes raw system calls only.
     let lowers = [l1.clone(), l2.clone()];

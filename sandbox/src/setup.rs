@@ -58,6 +58,7 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 pub(crate) struct OverlayFeatures {
     pub redirect_dir: bool,
     pub metacopy: bool,
+    pub index: bool,
 }
 
 impl OverlayFeatures {
@@ -71,7 +72,38 @@ impl OverlayFeatures {
         OverlayFeatures {
             redirect_dir: param("redirect_dir"),
             metacopy: param("metacopy"),
+            index: param("index"),
         }
+    }
+
+    /// Option sets to try, best first: forge's full set (`index=off` as containerd and Docker
+    /// add it, so that layers can be shared by any number of mounts; no redirects or metacopy,
+    /// so that the upper directory is a self-contained diff), then only the options whose
+    /// module parameter exists, then none; `userxattr` in a user namespace throughout.
+    pub(crate) fn option_sets(&self, userns: bool) -> Vec<Vec<&'static str>> {
+        let userxattr: &[&'static str] = if userns { &["userxattr"] } else { &[] };
+        let known = [
+            ("index=off", self.index),
+            ("redirect_dir=off", self.redirect_dir),
+            ("metacopy=off", self.metacopy),
+        ];
+        let mut sets: Vec<Vec<&'static str>> = vec![
+            known
+                .iter()
+                .map(|(o, _)| *o)
+                .chain(userxattr.iter().copied())
+                .collect(),
+            known
+                .iter()
+                .filter(|(_, present)| *present)
+                .map(|(o, _)| *o)
+                .chain(userxattr.iter().copied())
+                .collect(),
+            userxattr.to_vec(),
+            Vec::new(),
+        ];
+        sets.dedup();
+        sets
     }
 }
 
@@ -131,8 +163,8 @@ pub(crate) fn overlay_data(
     Ok(data)
 }
 
-/// Mounts the overlay, dropping options the kernel rejects (`EINVAL`): first those whose module
-/// parameter is absent, then `redirect_dir`/`metacopy` altogether, then `userxattr`.
+/// Mounts the overlay, falling back through [`OverlayFeatures::option_sets`] while the kernel
+/// rejects the options (`EINVAL`).
 fn mount_overlay(
     sys: &dyn Syscall,
     ctx: &SetupContext,
@@ -146,25 +178,7 @@ fn mount_overlay(
             "overlay rootfs needs at least one lower directory".into(),
         ));
     }
-    let mut candidates: Vec<Vec<&str>> = Vec::new();
-    let userxattr: &[&str] = if ctx.userns { &["userxattr"] } else { &[] };
-    let full: Vec<&str> = ["redirect_dir=off", "metacopy=off"]
-        .into_iter()
-        .chain(userxattr.iter().copied())
-        .collect();
-    candidates.push(full);
-    let mut detected = Vec::new();
-    if ctx.overlay.redirect_dir {
-        detected.push("redirect_dir=off");
-    }
-    if ctx.overlay.metacopy {
-        detected.push("metacopy=off");
-    }
-    detected.extend(userxattr.iter().copied());
-    candidates.push(detected);
-    candidates.push(userxattr.to_vec());
-    candidates.push(Vec::new());
-    candidates.dedup();
+    let candidates = ctx.overlay.option_sets(ctx.userns);
 
     // Long layer lists can exceed the one page mount(2) accepts: switch to paths relative to
     // their common parent (the way Docker's overlay2 driver does).
@@ -582,6 +596,7 @@ mod tests {
     const ALL: OverlayFeatures = OverlayFeatures {
         redirect_dir: true,
         metacopy: true,
+        index: true,
     };
 
     fn overlay_spec() -> RunSpec {
@@ -646,7 +661,7 @@ mod tests {
                     &fx.root(),
                     Some("overlay"),
                     0,
-                    Some("lowerdir=/s/l2:/s/l1,upperdir=/s/up,workdir=/s/work,redirect_dir=off,metacopy=off")
+                    Some("lowerdir=/s/l2:/s/l1,upperdir=/s/up,workdir=/s/work,index=off,redirect_dir=off,metacopy=off")
                 ),
             ]
         );
@@ -773,6 +788,7 @@ mod tests {
         let features = OverlayFeatures {
             redirect_dir: true,
             metacopy: false,
+            index: true,
         };
         setup_rootfs(
             &sys,
@@ -792,8 +808,8 @@ mod tests {
         assert_eq!(
             tries,
             [
-                format!("{base},redirect_dir=off,metacopy=off,userxattr"),
-                format!("{base},redirect_dir=off,userxattr"),
+                format!("{base},index=off,redirect_dir=off,metacopy=off,userxattr"),
+                format!("{base},index=off,redirect_dir=off,userxattr"),
             ]
         );
     }
