@@ -1,1 +1,47 @@
-//! forge library facade (work in progress).
+//! # forge
+//!
+//! forge turns a Dockerfile into an OCI image without a daemon. This crate is the library
+//! facade; the `forge` binary is a thin command line over it.
+//!
+//! ```no_run
+//! use forge::{Build, Output};
+//!
+//! // A process that builds images runs RUN steps in a re-executed helper of itself:
+//! // call this first in main().
+//! forge::init();
+//!
+//! let result = Build::new("./my-app")
+//!     .dockerfile_text("FROM scratch\nCOPY . /app\n")
+//!     .tag("my-app:latest")
+//!     .build_arg("VERSION", "1.2.3")
+//!     .output(Output::Oci { dest: "my-app.tar".into(), tar: true })
+//!     .run()?;
+//! println!("built {}", result.manifest_digest);
+//! # Ok::<(), forge::Error>(())
+//! ```
+//!
+//! Progress arrives as [`Event`]s, through [`Build::on_event`] or a channel from
+//! [`Build::events`]. The library never prints, never exits the process and keeps no global
+//! state: everything lives in the [`Build`] value and the store directory it points at.
+
+mod builder;
+mod error;
+pub mod output;
+pub mod registry_images;
+
+pub use builder::{read_secret_spec, Build, BuildResult, CacheSpec};
+pub use error::Error;
+pub use forge_solver::{Event, LogStream, NamedContext};
+pub use output::Output;
+
+/// Must be called first in `main()` of any program that runs builds with RUN steps: when the
+/// process was re-executed as forge's sandbox helper, this runs the helper and never returns.
+pub fn init() {
+    forge_sandbox::maybe_run_helper();
+}
+
+/// The default store root: `$FORGE_ROOT`, else `/var/lib/forge` for root, else
+/// `~/.local/share/forge`.
+pub fn default_root() -> std::path::PathBuf {
+    forge_cache::Store::default_root()
+}

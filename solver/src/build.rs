@@ -139,6 +139,10 @@ pub struct BuildOutput {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StepValue {
     layer: Option<Layer>,
+    /// When the step first ran (RFC 3339). Reused on cache hits, so that a rebuild from the
+    /// cache yields the very same image.
+    #[serde(default)]
+    created: Option<String>,
 }
 
 /// A slot a stage's result is published into; dependents wait on it.
@@ -538,9 +542,10 @@ impl Build<'_> {
         let label = self.stage_label(idx);
         let from_id = self.step_id();
         let base_desc = match &self.plan.bases[idx] {
-            Base::Scratch => "scratch".to_string(),
-            Base::Stage(i) => self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()),
-            Base::Image(r) => r.clone(),
+            Base::Image(r) if *r != self.plan.resolved.stages[idx].base_name => {
+                format!("{} ({r})", self.plan.resolved.stages[idx].base_name)
+            }
+            _ => self.plan.resolved.stages[idx].base_name.clone(),
         };
         self.emit(Event::StepStarted { id: from_id, name: format!("[{label}1/{vertex_total}] FROM {base_desc}") });
         let started = Instant::now();
@@ -604,9 +609,20 @@ impl Build<'_> {
         Ok(st)
     }
 
+    /// Appends a history entry. Metadata steps take the time of the last filesystem change
+    /// (or of the base image), so the config depends only on the build's inputs and the
+    /// cache: a rebuild served from the cache gives the same digest.
     fn history(&self, st: &mut StageState, created_by: String, empty: bool) {
+        let created = match self.opts.source_date_epoch {
+            Some(e) => rfc3339(e),
+            None => st.history.last().and_then(|h| h.created.clone()).or_else(|| st.config.created.clone()).unwrap_or_else(|| rfc3339(0)),
+        };
+        self.history_at(st, created_by, empty, created);
+    }
+
+    fn history_at(&self, st: &mut StageState, created_by: String, empty: bool, created: String) {
         st.history.push(History {
-            created: Some(now_rfc3339(self.opts.source_date_epoch)),
+            created: Some(created),
             created_by: Some(created_by),
             author: None,
             comment: Some("forge.dockerfile.v0".into()),
@@ -784,7 +800,10 @@ impl Build<'_> {
         if let Some(l) = v.layer {
             st.layers.push(l);
         }
-        self.history(st, created_by, empty);
+        match (self.opts.source_date_epoch, v.created) {
+            (None, Some(c)) => self.history_at(st, created_by, empty, c),
+            _ => self.history(st, created_by, empty),
+        }
     }
 
     fn run_step(
@@ -867,7 +886,7 @@ impl Build<'_> {
                 stdin: stdin.clone(),
             };
             let layer = crate::run::execute(self, &req)?;
-            Ok(StepValue { layer: Some(layer) })
+            Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
         let created_by = format!("RUN {}{} # forge", st.scope.run_history_prefix(), argv.join(" "));
         self.push_layer(st, key, v, created_by);
@@ -971,7 +990,7 @@ impl Build<'_> {
                 copy::materialize(&items, &fs_dir, &dest_view, owner)?;
             }
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
-            Ok(StepValue { layer: Some(layer) })
+            Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
         let created_by = format!("{} {} # forge", keyword, inst.source.trim().splitn(2, char::is_whitespace).nth(1).unwrap_or(""));
         self.push_layer(st, key, v, created_by);
@@ -1034,7 +1053,7 @@ impl Build<'_> {
         self.emit(Event::StepStarted { id, name: name.to_string() });
         let view = self.view(st)?;
         if wd == "/" || view.lookup(&wd, true).map(|e| e.is_dir()).unwrap_or(false) {
-            self.emit(Event::StepDone { id, duration: started.elapsed(), cached: true });
+            self.emit(Event::StepDone { id, duration: started.elapsed(), cached: false });
             self.history(st, format!("WORKDIR {wd}"), true);
             return Ok(());
         }
@@ -1070,7 +1089,7 @@ impl Build<'_> {
             };
             copy::materialize(std::slice::from_ref(&item), &fs_dir, &view, owner)?;
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
-            Ok(StepValue { layer: Some(layer) })
+            Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
         self.push_layer(st, key, v, format!("WORKDIR {wd}"));
         Ok(())
@@ -1112,7 +1131,10 @@ impl Build<'_> {
         let mut config = st.config.clone();
         config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id.clone()).collect();
         config.history = st.history.clone();
-        config.created = Some(now_rfc3339(self.opts.source_date_epoch));
+        config.created = Some(match self.opts.source_date_epoch {
+            Some(e) => rfc3339(e),
+            None => st.history.last().and_then(|h| h.created.clone()).unwrap_or_else(|| now_rfc3339(None)),
+        });
         if !self.opts.labels.is_empty() {
             let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
             for (k, v) in &self.opts.labels {
