@@ -16,12 +16,24 @@
 //!   `/etc/resolv.conf`, `/etc/hostname`, and the caller's bind, tmpfs, secret and socket
 //!   mounts;
 //! * masks Docker's sensitive `/proc` and `/sys` paths, `pivot_root`s and detaches the host;
-//! * resolves `USER` in the image's `/etc/passwd`/`/etc/group`, creates the working
-//!   directory, keeps Docker's default capabilities and `execve`s the command.
+//! * resolves `USER` in the image's `/etc/passwd`/`/etc/group` and creates the working
+//!   directory;
+//! * forks the command, which drops to Docker's default capabilities and the user's ids and
+//!   `execve`s; init stays pid 1, reaps orphans and reports the command's exit status (so
+//!   `kill $$` in a RUN works, as under `docker run --init`).
 //!
-//! Everything mounted lives in that mount namespace and disappears with it; mount points the
-//! sandbox had to create in the rootfs are removed from the upper directory afterwards, so the
-//! upper directory holds exactly the command's changes, ready to become a layer.
+//! Everything mounted lives in that mount namespace and disappears with it; cancelling kills
+//! init, and with it the whole pid namespace.
+//!
+//! # What the layer writer sees
+//!
+//! After a run, the upper directory holds exactly the command's changes in overlayfs's format:
+//! a deleted file is a 0:0 character device (a whiteout), a directory removed and recreated
+//! carries `trusted.overlay.opaque=y` (`user.overlay.opaque` in rootless mode). Mount points the
+//! sandbox had to create (`/proc`, `/etc/hosts`, a secret's target, ...) are removed again, and
+//! directories overlayfs copied up only to hold them too. The work directory belongs to
+//! overlayfs; ignore it. With [`Rootfs::Dir`] the tree itself is modified in place, minus the
+//! same mount points.
 //!
 //! # Wiring it into a program
 //!

@@ -56,6 +56,10 @@ impl Sandbox {
     /// Runs `spec` and waits for it. Output is passed to `output` as it arrives, in the order
     /// each stream produced it. Returns how the command ended; a command that fails is `Ok`
     /// with a non-zero [`ExitStatus`], while errors mean it could not run (or was cancelled).
+    ///
+    /// Any number of runs may proceed at once from different threads. The helper dies with the
+    /// thread that started it (`PR_SET_PDEATHSIG`), which is this call's thread: it blocks until
+    /// the run is over, so that only matters if the thread is killed.
     pub fn run(
         &self,
         spec: &RunSpec,
