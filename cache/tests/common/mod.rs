@@ -117,17 +117,31 @@ pub fn tmp_entries(store: &Store) -> Vec<String> {
 /// The env var that turns a test binary into a child worker.
 pub const CHILD_ENV: &str = "FORGE_CACHE_TEST_CHILD";
 
+/// A child test process, killed (SIGKILL) and reaped when dropped so a failing test never
+/// leaves workers behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns this test binary running only the test `entry`, with the child role in the env.
-/// Its stdout is piped so the parent can wait for a READY line.
-pub fn spawn_child(entry: &str, role: &str, root: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", entry, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, role)
-        .env("FORGE_CACHE_TEST_ROOT", root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child test process")
+/// Its stdin and stdout are piped so the parent can wait for a READY line and send GO.
+pub fn spawn_child(entry: &str, role: &str, root: &Path) -> ChildGuard {
+    ChildGuard(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", entry, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, role)
+            .env("FORGE_CACHE_TEST_ROOT", root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child test process"),
+    )
 }
 
 /// The role and store root when this process is a child worker.
@@ -138,17 +152,33 @@ pub fn child_role() -> Option<(String, PathBuf)> {
 }
 
 /// Reads the child's stdout until a line equal to `READY` (panics if it exits first).
-pub fn wait_ready(child: &mut Child) -> BufReader<std::process::ChildStdout> {
-    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+pub fn wait_ready(child: &mut ChildGuard) -> BufReader<std::process::ChildStdout> {
+    let mut out = BufReader::new(child.0.stdout.take().expect("piped stdout"));
     let mut line = String::new();
     loop {
         line.clear();
         let n = out.read_line(&mut line).unwrap();
         assert!(n > 0, "child exited before it was ready");
-        if line.trim_end() == "READY" {
+        // libtest prints `test <name> ... ` without a newline before the test's own output.
+        if line.trim_end().ends_with("READY") {
             return out;
         }
     }
+}
+
+/// In a child: announces READY on stdout, then blocks until the parent writes a line to stdin.
+pub fn ready_then_wait_for_go() {
+    println!("\nREADY");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+/// In the parent: lets a child that called `ready_then_wait_for_go` proceed.
+pub fn send_go(child: &mut ChildGuard) {
+    use std::io::Write;
+    let stdin = child.0.stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"GO\n").unwrap();
+    stdin.flush().unwrap();
 }
 
 /// A pid that is certainly not running: a child that already exited and was reaped.
