@@ -1502,8 +1502,11 @@ mod tests {
                 next: &mut dyn FnMut() -> u64,
                 out: &mut Vec<(String, bool)>,
             ) {
-                let mut picked: Vec<&str> =
-                    names.iter().copied().filter(|_| next() % 3 != 0).collect();
+                let mut picked: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|_| !next().is_multiple_of(3))
+                    .collect();
                 picked.sort();
                 for n in picked {
                     let path = if prefix.is_empty() {
@@ -1511,7 +1514,7 @@ mod tests {
                     } else {
                         format!("{prefix}/{n}")
                     };
-                    let is_dir = depth < 3 && next() % 2 == 0;
+                    let is_dir = depth < 3 && next().is_multiple_of(2);
                     out.push((path.clone(), is_dir));
                     if is_dir {
                         grow(&path, depth + 1, names, next, out);
@@ -1521,10 +1524,10 @@ mod tests {
             grow("", 1, &names, &mut next, &mut entries);
             let mut exclude: Vec<String> = Vec::new();
             for _ in 0..(next() % 4) {
-                let bang = if next() % 2 == 0 { "!" } else { "" };
+                let bang = if next().is_multiple_of(2) { "!" } else { "" };
                 exclude.push(format!("{bang}{}", pattern_parts[(next() % 10) as usize]));
             }
-            let include: Vec<String> = if next() % 3 == 0 {
+            let include: Vec<String> = if next().is_multiple_of(3) {
                 vec![pattern_parts[(next() % 10) as usize].to_string()]
             } else {
                 vec![]

@@ -722,7 +722,7 @@ impl Resolver<'_> {
 
     /// The `--from` references of one instruction. COPY takes a literal stage name (any case),
     /// a stage index, or an image; a RUN mount takes a stage name or an image.
-    fn from_refs(
+    fn references(
         &self,
         kind: &InstructionKind,
         span: Span,
@@ -788,7 +788,7 @@ impl Resolver<'_> {
                     };
                     match parse_trigger(&o.expression) {
                         Ok(kind) => {
-                            for (source, kind) in self.from_refs(&kind, st.span, count, by_name)? {
+                            for (source, kind) in self.references(&kind, st.span, count, by_name)? {
                                 deps.push(Dependency {
                                     source,
                                     kind,
@@ -808,7 +808,7 @@ impl Resolver<'_> {
                 }
             }
             for (j, ins) in st.instructions.iter().enumerate() {
-                for (source, kind) in self.from_refs(&ins.kind, ins.span, count, by_name)? {
+                for (source, kind) in self.references(&ins.kind, ins.span, count, by_name)? {
                     deps.push(Dependency {
                         source,
                         kind,
