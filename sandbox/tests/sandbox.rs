@@ -506,6 +506,28 @@ fn bind_readonly_and_tmpfs(image: &Image) -> CaseResult {
     Ok(())
 }
 
+fn socket_mount(image: &Image) -> CaseResult {
+    let snap = Snapshot::new(image);
+    let host = tempfile::tempdir().unwrap();
+    let sock_path = host.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let mut spec = snap.spec("test -S /run/buildkit/ssh_agent.0 && echo socket");
+    spec.mounts.push(Mount {
+        target: "/run/buildkit/ssh_agent.0".into(),
+        kind: MountKind::Socket {
+            source: sock_path.clone(),
+        },
+    });
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.starts_with("socket\n"),
+        "no socket at the target: {out}"
+    );
+    drop(listener);
+    ensure_eq!(tree(&snap.upper()), BTreeSet::new());
+    Ok(())
+}
+
 fn no_etc_files_leak(image: &Image) -> CaseResult {
     // The image has no /etc/hosts, resolv.conf, hostname, /proc, /dev or /sys: all are stubs.
     let snap = Snapshot::new(image);
@@ -1031,6 +1053,7 @@ const CASES: &[Case] = &[
     ("network_none_only_lo", network_none_only_lo),
     ("secret_not_in_upper", secret_not_in_upper),
     ("bind_readonly_and_tmpfs", bind_readonly_and_tmpfs),
+    ("socket_mount", socket_mount),
     ("no_etc_files_leak", no_etc_files_leak),
     ("rootfs_dir_fallback", rootfs_dir_fallback),
     ("capabilities_and_insecure", capabilities_and_insecure),
