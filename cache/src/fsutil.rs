@@ -1,19 +1,20 @@
 //! Small filesystem helpers: durable atomic writes, directory fsync, removal that never
 //! crosses into a mount, process liveness.
 
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A name for a new entry under `tmp/`: `p<pid>-<seq>-<nanos>-<label>`. The pid lets a later
-/// process decide whether the owner is gone; seq and nanos make it unique.
+/// A name for a new entry under `tmp/`: `p<pid>.<start>-<seq>-<nanos>-<label>`, where `start`
+/// is the owner's start time (clock ticks since boot, from `/proc/self/stat`). Pid and start
+/// time together let a later process decide whether the owner is gone even when pids are
+/// reused (a builder that is pid 1 in a container every time); seq and nanos make it unique.
 pub(crate) fn temp_name(label: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -31,27 +32,50 @@ pub(crate) fn temp_name(label: &str) -> String {
         })
         .take(40)
         .collect();
-    format!("p{}-{:x}-{:08x}-{}", std::process::id(), seq, nanos, label)
+    let pid = std::process::id();
+    let start = own_start_time().unwrap_or(0);
+    format!("p{pid}.{start}-{seq:x}-{nanos:08x}-{label}")
 }
 
-/// The owner pid encoded in a temp entry name, if it has one.
-pub(crate) fn temp_owner(name: &str) -> Option<i32> {
+/// The owner encoded in a temp entry name: pid and start time (0 when unknown).
+pub(crate) fn temp_owner(name: &str) -> Option<(i32, u64)> {
     let rest = name.strip_prefix('p')?;
-    let pid = rest.split('-').next()?;
-    pid.parse().ok()
+    let owner = rest.split('-').next()?;
+    let (pid, start) = match owner.split_once('.') {
+        Some((p, s)) => (p.parse().ok()?, s.parse().ok()?),
+        None => (owner.parse().ok()?, 0),
+    };
+    Some((pid, start))
 }
 
-/// True when a process with this pid exists (in our pid namespace).
-pub(crate) fn pid_alive(pid: i32) -> bool {
+/// True when the owner of a temp entry may still be running: a process with this pid exists
+/// (in our pid namespace) and, when both are known, it started at the recorded time.
+pub(crate) fn owner_alive((pid, start): (i32, u64)) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid, 0) };
-    if rc == 0 {
-        return true;
+    if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
     }
-    io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    match (start, start_time(pid)) {
+        (0, _) | (_, None) => true,
+        (recorded, Some(actual)) => recorded == actual,
+    }
+}
+
+fn own_start_time() -> Option<u64> {
+    static START: OnceLock<Option<u64>> = OnceLock::new();
+    *START.get_or_init(|| start_time(std::process::id() as i32))
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the process start time in clock ticks since boot.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: skip past it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// fsyncs a directory so that renames and creations inside it are durable.
@@ -198,13 +222,6 @@ pub(crate) fn tree_size(path: &Path) -> u64 {
         }
     }
     total
-}
-
-/// A path as a C string, for the few raw syscalls.
-#[allow(dead_code)]
-pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 pub(crate) fn now_unix() -> u64 {

@@ -561,7 +561,7 @@ impl Store {
             .flatten()
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if fsutil::temp_owner(&name).is_some_and(fsutil::pid_alive) {
+                if fsutil::temp_owner(&name).is_some_and(fsutil::owner_alive) {
                     return false;
                 }
                 File::open(e.path())

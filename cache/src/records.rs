@@ -77,7 +77,17 @@ impl Store {
         validate_key(key)?;
         let p = self.record_path(key);
         let dir = p.parent().expect("record path has a parent");
-        fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+        if !dir.is_dir() {
+            match fs::create_dir(dir) {
+                Ok(()) if self.durable() => {
+                    let parent = self.dir(RECORDS);
+                    fsutil::fsync_dir(&parent).map_err(StoreError::io("fsync", &parent))?;
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io("create", dir)(e)),
+            }
+        }
         let bytes = serde_json::to_vec(record).expect("records serialize");
         fsutil::atomic_write(&self.tmp_dir(), &p, &bytes, self.durable())
             .map_err(StoreError::io("write record", &p))

@@ -165,8 +165,8 @@ impl Store {
         let mut bytes = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = fsutil::temp_owner(&name) {
-                if fsutil::pid_alive(pid) {
+            if let Some(owner) = fsutil::temp_owner(&name) {
+                if fsutil::owner_alive(owner) {
                     continue;
                 }
             }
@@ -341,25 +341,20 @@ impl Store {
         if dir.is_dir() {
             return Ok(dir);
         }
-        // Create under tmp/ and rename, so a half-created mount dir is never visible, and record
-        // the id beside it for people reading the store.
-        let staging = self.temp_dir("mount")?;
+        // An empty directory is complete by definition, so it is made in place: mkdir is atomic
+        // and a concurrent creator simply finds it. The id is recorded beside it first.
         let info = self.dir(MOUNTS).join(format!("{}.id", hash.hex()));
         fsutil::atomic_write(&self.tmp_dir(), &info, id.as_bytes(), self.durable())
             .map_err(StoreError::io("write", &info))?;
-        let mut staging = staging;
-        match fs::rename(staging.path(), &dir) {
+        match fs::create_dir(&dir) {
             Ok(()) => {
-                staging.disarm();
                 if self.durable() {
                     fsutil::fsync_dir(&self.dir(MOUNTS))
                         .map_err(StoreError::io("fsync", self.dir(MOUNTS)))?;
                 }
                 Ok(dir)
             }
-            // Someone else created it first (rename onto a non-empty dir fails; onto an empty one
-            // it succeeds, which is fine too).
-            Err(_) if dir.is_dir() => Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(dir),
             Err(e) => Err(StoreError::io("create cache mount", &dir)(e)),
         }
     }

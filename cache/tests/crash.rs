@@ -28,7 +28,7 @@ fn killed_blob_writer_leaves_no_blob_and_no_temp_file() {
     let tmp = tmp_entries(&store);
     assert_eq!(tmp.len(), 1, "{tmp:?}");
     assert!(
-        tmp[0].starts_with(&format!("p{}-", child.0.id())),
+        tmp[0].starts_with(&format!("p{}.", child.0.id())),
         "{tmp:?}"
     );
     let partial = fs::metadata(store.root().join("tmp").join(&tmp[0]))

@@ -64,6 +64,13 @@ fn open_removes_only_stale_temp_entries() {
     fs::write(tmp.join(format!("p{dead}-2-0-snapshot/fs/deep/f")), b"x").unwrap();
     // A live owner (us), unlocked: kept (it may be between create and lock).
     fs::write(tmp.join(format!("p{}-3-0-write", std::process::id())), b"").unwrap();
+    // Our pid but another start time: a previous process that had the same pid (pid 1 in a
+    // container, say). Stale.
+    fs::write(
+        tmp.join(format!("p{}.1-4-0-blob", std::process::id())),
+        b"old",
+    )
+    .unwrap();
     // A temp dir held by this process through the API: kept.
     let held = store.temp_dir("held").unwrap();
     let held_name = held
@@ -223,7 +230,7 @@ fn temp_dirs_are_removed_on_drop_and_close() {
     assert!(a.path().starts_with(store.root().join("tmp")));
     let name = a.path().file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        name.starts_with(&format!("p{}-", std::process::id())),
+        name.starts_with(&format!("p{}.", std::process::id())),
         "{name}"
     );
     assert!(!name.contains('/') && !name.contains(' '));
