@@ -11,6 +11,9 @@
 //! | `JSONArgsRecommended` | CMD/ENTRYPOINT in shell form |
 //! | `StageNameCasing` | a stage name that is not lower-case |
 //! | `FromAsCasing` | `FROM` and `AS` written in different cases |
+//!
+//! A `# check=skip=RuleA,RuleB` (or `skip=all`) directive drops those warnings, and
+//! `# check=error=true` reports the remaining ones as errors, as BuildKit's build checks do.
 
 use crate::ast::{self, Node};
 use crate::diagnostic::Diagnostic;
@@ -39,6 +42,13 @@ pub fn lint(source: &str) -> Vec<Diagnostic> {
     for node in &tree.children {
         check_node(node, &mut stage_names, &mut warnings);
     }
+    let policy = CheckPolicy::from_directive(tree.directives.check.as_deref());
+    warnings.retain(|d| !policy.skips(d.rule));
+    if policy.error {
+        for w in &mut warnings {
+            w.severity = crate::diagnostic::Severity::Error;
+        }
+    }
     warnings.sort_by_key(|d| (d.span.line, d.span.column));
     let mut out = Vec::new();
     if let Err(e) = crate::convert::convert_ast(&tree) {
@@ -46,6 +56,47 @@ pub fn lint(source: &str) -> Vec<Diagnostic> {
     }
     out.extend(warnings);
     out
+}
+
+/// The `# check=skip=<rules>|all;error=true` directive, as BuildKit reads it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CheckPolicy {
+    skip_all: bool,
+    skip: Vec<String>,
+    /// Report every warning as an error.
+    error: bool,
+}
+
+impl CheckPolicy {
+    fn from_directive(value: Option<&str>) -> CheckPolicy {
+        let mut p = CheckPolicy::default();
+        for part in value.unwrap_or("").split(';') {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "skip" => {
+                    for rule in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if rule.eq_ignore_ascii_case("all") {
+                            p.skip_all = true;
+                        } else {
+                            p.skip.push(rule.to_ascii_lowercase());
+                        }
+                    }
+                }
+                "error" => p.error = v.trim().eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn skips(&self, rule: Option<&str>) -> bool {
+        match rule {
+            Some(r) => self.skip_all || self.skip.iter().any(|s| s.eq_ignore_ascii_case(r)),
+            None => false,
+        }
+    }
 }
 
 fn check_node(node: &Node, stage_names: &mut Vec<String>, out: &mut Vec<Diagnostic>) {
@@ -227,6 +278,9 @@ mod tests {
         lowercase_from_as_ok: "from a:1 as b\n" => [];
         parse_error_first: "FROM a\nRUNN x\n" => ["error", 2, 1; "UnpinnedBaseImage", 1, 6];
         lexer_error_only: "FROM a\nRUN <<EOF\n" => ["error", 2, 1];
+        check_skip_listed: "# check=skip=JSONArgsRecommended,maintainerdeprecated\nFROM a:1\nMAINTAINER me\nCMD x\nFROM b\n" => ["UnpinnedBaseImage", 5, 6];
+        check_skip_all: "# check=skip=all\nFROM a\nMAINTAINER me\n" => [];
+        check_error_promotes: "# check=error=true\nFROM a:1\nMAINTAINER me\n" => ["error", 3, 1];
     }
 
     #[test]
