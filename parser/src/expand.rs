@@ -66,7 +66,7 @@ impl InstructionKind {
                 let mut out = Vec::new();
                 for p in ports {
                     for spec in lex.process_words(p, env)? {
-                        values::exposed_ports(&spec).map_err(invalid)?;
+                        values::parse_port_spec(&spec).map_err(invalid)?;
                         out.push(spec);
                     }
                 }

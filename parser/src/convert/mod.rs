@@ -134,15 +134,15 @@ pub fn convert_ast(tree: &ast::Ast) -> Result<Dockerfile, ParseError> {
                     doc: f.doc,
                 });
             }
-            Command::Instruction(ins) => {
-                match stages.last_mut() {
-                    Some(stage) => stage.instructions.push(ins),
-                    None => match ins.kind {
-                        InstructionKind::Arg(args) => meta_args.push(ArgInstruction {
-                            args,
-                            span: ins.span,
-                        }),
-                        other => return Err(ParseError::new(
+            Command::Instruction(ins) => match stages.last_mut() {
+                Some(stage) => stage.instructions.push(ins),
+                None => match ins.kind {
+                    InstructionKind::Arg(args) => meta_args.push(ArgInstruction {
+                        args,
+                        span: ins.span,
+                    }),
+                    other => {
+                        return Err(ParseError::new(
                             format!(
                                 "no build stage in current context: {} comes before the first FROM",
                                 other.keyword()
@@ -151,10 +151,10 @@ pub fn convert_ast(tree: &ast::Ast) -> Result<Dockerfile, ParseError> {
                         )
                         .with_help(
                             "a Dockerfile must start with FROM; only ARG may come before it",
-                        )),
-                    },
-                }
-            }
+                        ))
+                    }
+                },
+            },
         }
     }
     if stages.is_empty() {
@@ -244,7 +244,7 @@ pub fn convert_node(node: &Node) -> Result<Command, ParseError> {
             parse_flags(node, FlagSet::new())?;
             for spec in &node.args {
                 if !spec.contains('$') {
-                    values::exposed_ports(spec).map_err(|m| {
+                    values::parse_port_spec(spec).map_err(|m| {
                         let help = "ports are written PORT, PORT/PROTO or FROM-TO/PROTO, with PROTO tcp, udp or sctp";
                         fail(node.span_of_text(spec), m).with_help(help)
                     })?;

@@ -139,6 +139,22 @@ pub fn validate_chmod(s: &str) -> Result<(), String> {
 /// The exposed-port keys (`80/tcp`) one `EXPOSE` spec produces:
 /// `[ip:][hostPort:]containerPort[/proto]`, where ports may be ranges `a-b`.
 pub fn exposed_ports(spec: &str) -> Result<Vec<String>, String> {
+    let range = parse_port_spec(spec)?;
+    Ok((range.start..=range.end)
+        .map(|p| format!("{p}/{}", range.proto))
+        .collect())
+}
+
+/// The container ports of one EXPOSE spec: `start..=end` with a lower-case protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+    pub proto: String,
+}
+
+/// Validates one EXPOSE spec (see [`exposed_ports`]) without listing every port of a range.
+pub fn parse_port_spec(spec: &str) -> Result<PortRange, String> {
     let fail = |why: &str| format!("invalid port: {}: {why}", crate::ast::go_quote(spec));
     let parts: Vec<&str> = spec.split(':').collect();
     let n = parts.len();
@@ -177,7 +193,11 @@ pub fn exposed_ports(spec: &str) -> Result<Vec<String>, String> {
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
         return Err(fail(&format!("invalid proto: {proto}")));
     }
-    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+    let (start, end) = (
+        u16::try_from(start).unwrap_or(u16::MAX),
+        u16::try_from(end).unwrap_or(u16::MAX),
+    );
+    Ok(PortRange { start, end, proto })
 }
 
 fn split_proto(raw: &str) -> (&str, &str) {
