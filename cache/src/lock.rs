@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// A held flock; released when dropped.
 #[derive(Debug)]
 pub struct FileLock {
-    file: File,
+    _file: File,
     path: PathBuf,
 }
 
@@ -36,6 +36,7 @@ impl FileLock {
                 .read(true)
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .mode(0o644)
                 .open(path)?;
             let ok = if wait {
@@ -52,7 +53,7 @@ impl FileLock {
             match fs::metadata(path) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
                     return Ok(Some(FileLock {
-                        file,
+                        _file: file,
                         path: path.to_path_buf(),
                     }));
                 }
@@ -74,11 +75,6 @@ impl FileLock {
             }
             None => Ok(false),
         }
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn file(&self) -> &File {
-        &self.file
     }
 }
 

@@ -436,3 +436,45 @@ fn cache_mount_dirs_persist_per_id() {
     assert_eq!(fs::read_to_string(id_file).unwrap(), "apt-cache");
     assert_eq!(tmp_entries(&store), Vec::<String>::new());
 }
+
+#[test]
+fn temp_dir_removal_never_enters_a_mount() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: temp_dir_removal_never_enters_a_mount needs root to mount a tmpfs");
+        return;
+    }
+    let (_t, store) = store();
+    let tmp = store.temp_dir("overlay").unwrap();
+    let merged = tmp.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let (src, target, fstype) = (c("tmpfs".as_ref()), c(&merged), c("tmpfs".as_ref()));
+    // SAFETY: valid C strings; mounting a fresh tmpfs on a directory we own.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+    fs::write(merged.join("precious"), "do not delete").unwrap();
+    let tmp_path = tmp.path().to_path_buf();
+    let err = tmp.close().unwrap_err();
+    assert!(err.to_string().contains("mounted"), "{err}");
+    assert_eq!(
+        fs::read_to_string(merged.join("precious")).unwrap(),
+        "do not delete"
+    );
+    // SAFETY: unmounting what we mounted.
+    assert_eq!(unsafe { libc::umount2(target.as_ptr(), 0) }, 0);
+    assert!(tmp_path.exists());
+    // Once unmounted, the leftover is ordinary garbage: owned by a live process (us) it stays,
+    // but remove_tree-based cleanup of it works.
+    let reopened = Store::open(store.root()).unwrap();
+    assert_eq!(tmp_entries(&reopened).len(), 1);
+    fs::remove_dir_all(&tmp_path).unwrap();
+}
