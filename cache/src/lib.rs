@@ -114,6 +114,8 @@ mod snapshot;
 mod store;
 mod tags;
 mod temp;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use error::{SnapshotError, StoreError};
 pub use gc::{CheckReport, Lease, MissingBlob, PruneOptions, PruneReport};
