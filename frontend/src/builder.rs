@@ -76,6 +76,7 @@ pub struct Build {
     insecure_registries: Vec<String>,
     compression: Option<Compression>,
     max_parallel_runs: Option<usize>,
+    explain: bool,
     callback: Option<Callback>,
     cancel: CancelToken,
 }
@@ -121,6 +122,7 @@ impl Build {
             insecure_registries: Vec::new(),
             compression: None,
             max_parallel_runs: None,
+            explain: false,
             callback: None,
             cancel: CancelToken::new(),
         }
@@ -262,6 +264,12 @@ impl Build {
         self
     }
 
+    /// Reports why each step missed the cache, as [`Event::Explain`] events.
+    pub fn explain(mut self, yes: bool) -> Build {
+        self.explain = yes;
+        self
+    }
+
     /// Calls `f` for every progress event (from worker threads).
     pub fn on_event(mut self, f: impl Fn(Event) + Send + Sync + 'static) -> Build {
         self.callback = Some(Arc::new(f));
@@ -336,6 +344,7 @@ impl Build {
         opts.compression = compression;
         opts.source_date_epoch = self.source_date_epoch;
         opts.allow_insecure = self.allow_insecure;
+        opts.explain = self.explain;
         if let Some(n) = self.max_parallel_runs {
             opts.max_parallel_runs = n;
         }

@@ -72,6 +72,8 @@ pub struct BuildOptions {
     pub allow_insecure: bool,
     /// How many RUN steps may execute at once.
     pub max_parallel_runs: usize,
+    /// Report why each step missed the cache ([`Event::Explain`]).
+    pub explain: bool,
 }
 
 impl BuildOptions {
@@ -95,6 +97,7 @@ impl BuildOptions {
             source_date_epoch: None,
             allow_insecure: false,
             max_parallel_runs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            explain: false,
         }
     }
 }
@@ -736,18 +739,23 @@ impl Build<'_> {
         format!("explain-v1-{}", &h.finalize().to_hex()[..32])
     }
 
-    /// Remembers a step's key fields for `--explain`, and explains a miss.
+    /// Remembers a step's key fields for `--explain` (cheaply: a small key file decides whether
+    /// the full memory needs rewriting), and explains a miss when asked to.
     fn remember(&self, idx: usize, inst: &Instruction, id: usize, now: &StepMemory, missed: bool) {
         let name = self.memory_name(idx, inst);
-        let prev: Option<StepMemory> =
-            self.store.read_state(&name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
-        if missed {
+        let key_name = format!("{name}-key");
+        let prev_key = self.store.read_state(&key_name).ok().flatten();
+        if missed && self.opts.explain {
+            let prev: Option<StepMemory> =
+                self.store.read_state(&name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
             let reason = explain::explain(prev.as_ref(), now, self.no_cache_for(idx));
             self.emit(Event::Explain { id, reason });
         }
-        if prev.as_ref().map(|p| p.key != now.key).unwrap_or(true) {
+        if prev_key.as_deref() != Some(now.key.as_bytes()) {
             if let Ok(bytes) = serde_json::to_vec(now) {
+                // Losing this only makes a later --explain less specific; never fail the build.
                 let _ = self.store.write_state(&name, &bytes);
+                let _ = self.store.write_state(&key_name, now.key.as_bytes());
             }
         }
     }

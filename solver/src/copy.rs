@@ -139,6 +139,24 @@ fn select_context(ctx: &Context, src: &str, loc: &Location) -> Result<Vec<Select
     }
 }
 
+/// The metadata a copy needs of a source entry.
+#[derive(Clone, Copy, Debug)]
+struct SrcMeta {
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    size: u64,
+}
+
+impl SrcMeta {
+    fn of(m: &std::fs::Metadata) -> SrcMeta {
+        let (kind, mode, uid, gid, mtime, size) = meta_of(m);
+        SrcMeta { kind, mode, uid, gid, mtime, size }
+    }
+}
+
 fn meta_of(m: &std::fs::Metadata) -> (Kind, u32, u32, u32, (i64, i64), u64) {
     let ft = m.file_type();
     let kind = if ft.is_dir() {
@@ -206,12 +224,12 @@ pub fn plan(
     for (_src, sel) in matches {
         let base_name = sel.rel.rsplit('/').next().unwrap_or("").to_string();
         let push_tree = |root_rel: &str, target: &str, items: &mut Vec<CopyItem>| -> Result<(), SolveError> {
-            walk_side(side, root_rel, &mut |rel_under: &str, host: &Path, m: &std::fs::Metadata, link: Option<String>| {
+            walk_side(side, root_rel, &mut |rel_under: &str, host: PathBuf, m: SrcMeta, link: Option<String>| {
                 let full_rel = if rel_under.is_empty() { root_rel.to_string() } else if root_rel.is_empty() { rel_under.to_string() } else { format!("{root_rel}/{rel_under}") };
                 if !rel_under.is_empty() && excluded(&full_rel) {
                     return;
                 }
-                let (kind, mode, uid, gid, mtime, size) = meta_of(m);
+                let SrcMeta { kind, mode, uid, gid, mtime, size } = m;
                 let d = if rel_under.is_empty() { target.to_string() } else { clean_abs(&format!("{target}/{rel_under}")) };
                 items.push(CopyItem {
                     dest: d,
@@ -221,7 +239,7 @@ pub fn plan(
                     gid,
                     mtime,
                     size,
-                    host: host.to_path_buf(),
+                    host,
                     link,
                     hash: None,
                     label: full_rel,
@@ -344,18 +362,18 @@ fn follow_side(side: &SourceSide<'_>, rel: &str, loc: &Location) -> Result<(Kind
     }
 }
 
-type Visit<'v> = dyn FnMut(&str, &Path, &std::fs::Metadata, Option<String>) + 'v;
+type Visit<'v> = dyn FnMut(&str, PathBuf, SrcMeta, Option<String>) + 'v;
 
 /// Visits `root_rel` and everything below it on one source side, parents before children.
 fn walk_side(side: &SourceSide<'_>, root_rel: &str, f: &mut Visit<'_>) -> Result<(), SolveError> {
     match side {
         SourceSide::Context(ctx) => {
             let prefix_len = if root_rel.is_empty() { 0 } else { root_rel.len() + 1 };
+            // The walk already stat()ed every entry: no second stat per file.
             for (rel, e) in ctx.subtree(root_rel) {
                 let under = if rel.len() >= prefix_len { &rel[prefix_len..] } else { "" };
-                let host = ctx.root().join(rel);
-                let m = std::fs::symlink_metadata(&host).map_err(|err| SolveError::io(&host, err))?;
-                f(under, &host, &m, e.link.clone());
+                let m = SrcMeta { kind: e.kind, mode: e.mode, uid: 0, gid: 0, mtime: e.mtime, size: e.size };
+                f(under, ctx.root().join(rel), m, e.link.clone());
             }
             Ok(())
         }
@@ -367,7 +385,7 @@ fn walk_side(side: &SourceSide<'_>, root_rel: &str, f: &mut Visit<'_>) -> Result
                 } else {
                     None
                 };
-                f(under, &e.host, &e.meta, link);
+                f(under, e.host.clone(), SrcMeta::of(&e.meta), link);
                 if e.is_dir() {
                     for (name, child) in view.read_dir(e).map_err(|err| SolveError::io(&e.host, err))? {
                         let n = name.to_string_lossy();

@@ -148,7 +148,7 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> Result<ExitCode, Failure> {
     if let Some(t) = &a.target {
         b = b.target(t);
     }
-    b = b.no_cache(a.no_cache).pull(a.pull).push(a.push);
+    b = b.no_cache(a.no_cache).pull(a.pull).push(a.push).explain(a.explain);
     for f in &a.no_cache_filter {
         b = b.no_cache_filter(f);
     }
