@@ -505,7 +505,12 @@ impl Client {
                     });
                     return Ok(outcome);
                 }
-                Err(e) if attempt <= self.t.opts.max_retries && is_transient(&e) => {
+                Err(e)
+                    if attempt <= self.t.opts.max_retries
+                        && (is_transient(&e)
+                            // a token that expired during a long upload: once, with a new one
+                            || (attempt == 1 && matches!(e, RegistryError::Unauthorized { .. }))) =>
+                {
                     progress(Progress::Retrying {
                         digest: digest.clone(),
                         attempt,
@@ -648,12 +653,7 @@ impl Client {
         if resp.status() == StatusCode::UNAUTHORIZED {
             // The token may have expired mid-upload: forget it so that the retry gets a new one.
             self.t.forget_token(&dest.registry, scopes);
-            return Err(RegistryError::Status {
-                method: "upload".into(),
-                url: resp.url().to_string(),
-                status: 401,
-                detail: "token rejected during upload".into(),
-            });
+            return Err(self.t.status_error(resp, Target::Push(dest)).await);
         }
         progress(Progress::BlobProgress {
             digest: digest.clone(),
@@ -1077,8 +1077,8 @@ fn content_range_start(resp: &Response) -> Option<u64> {
 
 fn is_transient(e: &RegistryError) -> bool {
     match e {
-        RegistryError::Network { .. } | RegistryError::Stalled { .. } => true,
-        RegistryError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 401,
+        RegistryError::Network { .. } => true,
+        RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
         _ => false,
     }
 }

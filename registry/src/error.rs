@@ -13,7 +13,7 @@ pub enum RegistryError {
     Reference(#[from] ReferenceError),
 
     /// 401: no credentials, or the registry rejected them.
-    #[error("authentication required for {reference}{}: run `forge login {registry}` (or check the credentials stored for it)", paren(.detail))]
+    #[error("authentication required for {reference}{}: run `forge login {registry}` (or check the credentials stored for it); a repository that does not exist is refused the same way, so check the name too", paren(.detail))]
     Unauthorized {
         reference: String,
         registry: String,
@@ -83,9 +83,8 @@ pub enum RegistryError {
     TooLarge { what: String, limit: u64 },
 
     /// An HTTP status that the operation does not expect.
-    #[error("{method} {url}: unexpected HTTP status {status}{}", paren(.detail))]
+    #[error("{url}: unexpected HTTP status {status}{}", paren(.detail))]
     Status {
-        method: String,
         url: String,
         status: u16,
         detail: String,
@@ -98,14 +97,6 @@ pub enum RegistryError {
         attempts: u32,
         #[source]
         source: reqwest::Error,
-    },
-
-    /// No data arrived for too long while reading a response body.
-    #[error("{url}: no data received for {secs} seconds after {attempts} attempt(s)")]
-    Stalled {
-        url: String,
-        secs: u64,
-        attempts: u32,
     },
 
     /// The registry answered something the protocol does not allow.
@@ -283,7 +274,9 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "authentication required for localhost:5000/app:1: run `forge login localhost:5000` (or check the credentials stored for it)"
+            "authentication required for localhost:5000/app:1: run `forge login localhost:5000` \
+             (or check the credentials stored for it); a repository that does not exist is \
+             refused the same way, so check the name too"
         );
         let e = RegistryError::ManifestNotFound {
             reference: "docker.io/library/busybox:nope".into(),

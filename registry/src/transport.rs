@@ -593,7 +593,7 @@ impl Transport {
     /// Turns an unexpected response into the error that explains it best.
     pub async fn status_error(&self, resp: Response, target: Target<'_>) -> RegistryError {
         let status = resp.status();
-        let method_url = (String::new(), resp.url().to_string());
+        let url = resp.url().to_string();
         let body = self
             .read_small(resp, "error body", 64 * 1024)
             .await
@@ -632,8 +632,7 @@ impl Transport {
                 detail,
             },
             (code, _) => RegistryError::Status {
-                method: method_url.0,
-                url: method_url.1,
+                url,
                 status: code,
                 detail,
             },
@@ -696,6 +695,11 @@ mod tests {
 
     #[test]
     fn scheme_choice() {
+        // The only test that sets this variable; other tests only gain an extra insecure host.
+        std::env::set_var(
+            "FORGE_INSECURE_REGISTRIES",
+            " env-a.example:5000 ,env-b.example",
+        );
         let t = Transport::new(ClientOptions {
             insecure_registries: vec!["reg.internal:5000".into(), "http://plain.example/".into()],
             ..ClientOptions::default()
@@ -707,6 +711,9 @@ mod tests {
         assert_eq!(t.scheme("reg.internal:5001"), "https");
         assert_eq!(t.scheme("plain.example"), "http");
         assert_eq!(t.scheme("docker.io"), "https");
+        assert_eq!(t.scheme("env-a.example:5000"), "http");
+        assert_eq!(t.scheme("env-b.example"), "http");
+        assert_eq!(t.scheme("env-c.example"), "https");
         let r = Reference::parse("busybox:1").unwrap();
         assert_eq!(
             t.url(&r, "manifests/1").unwrap().as_str(),

@@ -308,3 +308,57 @@ async fn push_recovers_from_upload_faults() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_and_bounded() {
+    let Some(s) = setup().await else { return };
+    let blob = format!("/blobs/{}", s.big);
+    // Blob downloads are often redirected to other hosts (object storage).
+    let proxy = FaultProxy::start(s.reg.port, vec![(&blob, Fault::Redirect(s.reg.port))]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let c = client(Duration::from_secs(10), 2);
+    c.pull(
+        &via(&proxy, "faulty/app:1"),
+        &Platform::host(),
+        &store,
+        &no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxy.remaining_rules(), 0);
+    assert_eq!(
+        store.read_blob(&s.big).unwrap(),
+        s.store.read_blob(&s.big).unwrap()
+    );
+
+    // A redirect loop ends with an error, after max_redirects hops per attempt.
+    let looping = FaultProxy::start(s.reg.port, vec![]);
+    for _ in 0..50 {
+        looping.add_rule(&blob, Fault::Redirect(looping.port));
+    }
+    let mut opts = test_options(CredentialSource::Anonymous);
+    opts.max_redirects = 5;
+    let c = Client::new(opts).unwrap();
+    let desc = forge_oci::Descriptor::new(forge_oci::media::OCI_LAYER_GZIP, s.big.clone(), 1);
+    let out = tempfile::tempdir().unwrap();
+    let err = c
+        .fetch_blob_into_store(
+            &via(&looping, "faulty/app"),
+            &desc,
+            &open_store(out.path()),
+            &no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Network { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        looping.seen().len(),
+        6,
+        "the first request and 5 redirects: {:#?}",
+        looping.seen()
+    );
+}

@@ -358,6 +358,8 @@ pub enum Fault {
     Endless,
     /// Send the headers and this many body bytes, then stop sending (for up to 60 s).
     Stall(usize),
+    /// Answer `307` pointing at the same path on another port of 127.0.0.1.
+    Redirect(u16),
 }
 
 /// A TCP proxy in front of a registry that applies scripted faults: each rule
@@ -491,6 +493,13 @@ fn proxy_one(
             return write!(
                 out,
                 "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+        Some(Fault::Redirect(port)) => {
+            let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+            return write!(
+                out,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
         }
         Some(Fault::Endless) => {
