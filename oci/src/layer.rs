@@ -107,6 +107,17 @@ pub(crate) fn is_overlay_xattr(name: &str) -> bool {
     name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
+/// Overlay xattrs that mean the upper entry is not self-contained.
+fn is_overlay_rewrite(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("trusted.overlay.")
+        .or_else(|| name.strip_prefix("user.overlay."))
+    else {
+        return false;
+    };
+    rest == "redirect" || rest == "metacopy"
+}
+
 /// Writes the tree at `root` as one layer into `out` and returns what was written. The root
 /// directory itself is not an entry.
 pub fn write_layer<W: Write>(
@@ -439,6 +450,16 @@ impl<W: Write> LayerBuilder<W> {
         }
 
         for (k, v) in sys::list_xattrs(host).map_err(|e| LayerError::io(host, e))? {
+            if kind == SourceKind::OverlayUpper && is_overlay_rewrite(&k) {
+                // A renamed directory or a metadata-only copy-up: the upper dir alone no longer
+                // describes the change, and archiving it would silently lose content.
+                return Err(LayerError::Unsupported {
+                    entry: String::from_utf8_lossy(lpath).into_owned(),
+                    what: format!(
+                        "overlay xattr {k} (mount the overlay with redirect_dir=off,metacopy=off)"
+                    ),
+                });
+            }
             if !is_overlay_xattr(&k) {
                 meta.xattrs.insert(k, v);
             }
