@@ -239,6 +239,37 @@ fn own_formats_round_trip_through_import() {
             .arg(&path)
             .arg("-C")
             .arg(&dir));
+        if format == ArchiveFormat::Combined {
+            // docker's manifest.json points into the OCI layout's blobs, as Docker 25+ writes it.
+            let mj: serde_json::Value =
+                serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+            assert_eq!(
+                mj[0]["Config"],
+                format!("blobs/sha256/{}", img.config.hex())
+            );
+            let m: Manifest =
+                serde_json::from_slice(&img.blobs.get(&img.image.manifest.digest).unwrap())
+                    .unwrap();
+            let want: Vec<String> = m
+                .layers
+                .iter()
+                .map(|l| format!("blobs/sha256/{}", l.digest.hex()))
+                .collect();
+            assert_eq!(mj[0]["Layers"], serde_json::json!(want));
+            assert_eq!(
+                mj[0]["RepoTags"],
+                serde_json::json!(["example.com/forge/rt:v1", "rt:latest"])
+            );
+            let idx: serde_json::Value =
+                serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+            let ann = &idx["manifests"][1]["annotations"];
+            assert_eq!(
+                ann["io.containerd.image.name"],
+                "docker.io/library/rt:latest"
+            );
+            assert_eq!(ann["org.opencontainers.image.ref.name"], "latest");
+            assert!(dir.join("oci-layout").is_file() && dir.join("repositories").is_file());
+        }
         let sink2 = MemoryBlobs::new();
         let again = import(&dir, &sink2).unwrap();
         assert_eq!(
