@@ -3,21 +3,33 @@
 //! forge turns a Dockerfile into an OCI image without a daemon. This crate is the library
 //! facade; the `forge` binary is a thin command line over it.
 //!
-//! ```no_run
-//! use forge::{Build, Output};
+//! ```
+//! use forge::{Build, Event, Output};
 //!
 //! // A process that builds images runs RUN steps in a re-executed helper of itself:
 //! // call this first in main().
 //! forge::init();
 //!
-//! let result = Build::new("./my-app")
-//!     .dockerfile_text("FROM scratch\nCOPY . /app\n")
-//!     .tag("my-app:latest")
+//! # let work = tempfile::tempdir()?;
+//! # let context = work.path().join("app");
+//! # std::fs::create_dir(&context)?;
+//! # std::fs::write(context.join("hello.txt"), "hi\n")?;
+//! # let store = work.path().join("store");
+//! # let oci_tar = work.path().join("app.tar");
+//! let (build, events) = Build::new(&context)
+//!     .dockerfile_text("FROM scratch\nARG VERSION\nCOPY hello.txt /srv/\nLABEL version=$VERSION\n")
+//!     .root(&store)                       // the store directory (default: forge::default_root())
+//!     .tag("app:latest")
 //!     .build_arg("VERSION", "1.2.3")
-//!     .output(Output::Oci { dest: "my-app.tar".into(), tar: true })
-//!     .run()?;
-//! println!("built {}", result.manifest_digest);
-//! # Ok::<(), forge::Error>(())
+//!     .output(Output::Oci { dest: oci_tar.clone(), tar: true })
+//!     .events();
+//! let result = build.run()?;
+//! let steps: Vec<Event> = events.try_iter().collect();
+//! assert!(steps.iter().any(|e| matches!(e, Event::StepStarted { name, .. } if name.contains("COPY hello.txt"))));
+//! assert_eq!(result.config.config.labels.unwrap()["version"], "1.2.3");
+//! assert_eq!(result.tags, ["docker.io/library/app:latest"]);
+//! assert!(oci_tar.exists());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Progress arrives as [`Event`]s, through [`Build::on_event`] or a channel from

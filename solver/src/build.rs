@@ -739,24 +739,30 @@ impl Build<'_> {
         format!("explain-v1-{}", &h.finalize().to_hex()[..32])
     }
 
-    /// Remembers a step's key fields for `--explain` (cheaply: a small key file decides whether
-    /// the full memory needs rewriting), and explains a miss when asked to.
-    fn remember(&self, idx: usize, inst: &Instruction, id: usize, now: &StepMemory, missed: bool) {
+    /// Tells why a step missed, from what was remembered of its last run (`--explain`).
+    fn explain_miss(&self, idx: usize, inst: &Instruction, id: usize, now: &StepMemory) {
+        if !self.opts.explain {
+            return;
+        }
+        let name = self.memory_name(idx, inst);
+        let prev: Option<StepMemory> =
+            self.store.read_state(&name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
+        let reason = explain::explain(prev.as_ref(), now, self.no_cache_for(idx));
+        self.emit(Event::Explain { id, reason });
+    }
+
+    /// Remembers a step's key fields for `--explain` and for reusing its files later. A small
+    /// key file decides whether the full memory needs rewriting, so cache hits stay cheap.
+    fn remember(&self, idx: usize, inst: &Instruction, now: &StepMemory) {
         let name = self.memory_name(idx, inst);
         let key_name = format!("{name}-key");
-        let prev_key = self.store.read_state(&key_name).ok().flatten();
-        if missed && self.opts.explain {
-            let prev: Option<StepMemory> =
-                self.store.read_state(&name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
-            let reason = explain::explain(prev.as_ref(), now, self.no_cache_for(idx));
-            self.emit(Event::Explain { id, reason });
+        if self.store.read_state(&key_name).ok().flatten().as_deref() == Some(now.key.as_bytes()) {
+            return;
         }
-        if prev_key.as_deref() != Some(now.key.as_bytes()) {
-            if let Ok(bytes) = serde_json::to_vec(now) {
-                // Losing this only makes a later --explain less specific; never fail the build.
-                let _ = self.store.write_state(&name, &bytes);
-                let _ = self.store.write_state(&key_name, now.key.as_bytes());
-            }
+        if let Ok(bytes) = serde_json::to_vec(now) {
+            // Losing this only makes a later --explain less specific; never fail the build.
+            let _ = self.store.write_state(&name, &bytes);
+            let _ = self.store.write_state(&key_name, now.key.as_bytes());
         }
     }
 
@@ -772,7 +778,7 @@ impl Build<'_> {
         exec: impl FnOnce() -> Result<StepValue, SolveError>,
     ) -> Result<StepValue, SolveError> {
         if let Some(v) = self.lookup(idx, &key)? {
-            self.remember(idx, inst, id, &memory, false);
+            self.remember(idx, inst, &memory);
             self.steps_cached.fetch_add(1, Ordering::Relaxed);
             self.emit(Event::StepCached { id });
             self.emit(Event::StepDone { id, duration: started.elapsed(), cached: true });
@@ -788,7 +794,7 @@ impl Build<'_> {
                 return Ok(v);
             }
         }
-        self.remember(idx, inst, id, &memory, true);
+        self.explain_miss(idx, inst, id, &memory);
         let v = match exec() {
             Ok(v) => v,
             Err(e) => {
@@ -797,6 +803,7 @@ impl Build<'_> {
             }
         };
         self.record(&key, &v)?;
+        self.remember(idx, inst, &memory);
         self.steps_run.fetch_add(1, Ordering::Relaxed);
         self.emit(Event::StepDone { id, duration: started.elapsed(), cached: false });
         Ok(v)
@@ -984,7 +991,7 @@ impl Build<'_> {
         let (key, fields) = kb.finish();
         let files = items
             .iter()
-            .map(|it| (it.label.clone(), it.hash.map(|h| crate::key::hex32(&h)[..16].to_string()).unwrap_or_else(|| format!("{:?}:{:o}", it.kind, it.mode))))
+            .map(|it| (it.label.clone(), copy::content_tag(it)))
             .collect();
         let memory = StepMemory { key: key.to_hex(), fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), files };
         let owner = chown.unwrap_or((0, 0));
@@ -995,7 +1002,8 @@ impl Build<'_> {
             if unpack {
                 crate::add::materialize_with_unpack(&items, &fs_dir, &dest_view, owner, &loc)?;
             } else {
-                copy::materialize(&items, &fs_dir, &dest_view, owner)?;
+                let reuse = self.previous_copy(idx, inst);
+                copy::materialize_reusing(&items, &fs_dir, &dest_view, owner, reuse.as_ref())?;
             }
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
@@ -1003,6 +1011,16 @@ impl Build<'_> {
         let created_by = format!("{} {} # forge", keyword, inst.source.trim().splitn(2, char::is_whitespace).nth(1).unwrap_or(""));
         self.push_layer(st, key, v, created_by);
         Ok(())
+    }
+
+    /// The snapshot and file hashes of the last run of this COPY, if still in the store.
+    fn previous_copy(&self, idx: usize, inst: &Instruction) -> Option<copy::Reuse> {
+        let name = self.memory_name(idx, inst);
+        let prev: StepMemory = serde_json::from_slice(&self.store.read_state(&name).ok()??).ok()?;
+        let rec = self.store.cache_get(&prev.key).ok()??;
+        let v: StepValue = serde_json::from_value(rec.value).ok()?;
+        let snapshot = self.store.snapshot_path(&v.layer?.diff_id)?;
+        Some(copy::Reuse { snapshot, files: prev.files })
     }
 
     /// What the sources of bind mounts contain, for the RUN's key: a content digest for

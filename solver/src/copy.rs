@@ -497,8 +497,55 @@ fn ensure_parents(staging: &Path, dest: &str, view: &LayeredView, owner: (u32, u
     Ok(())
 }
 
+/// The result of an earlier run of the same COPY: its snapshot and what each source hashed to.
+/// Files that did not change are hard-linked from it instead of copied (snapshots are
+/// immutable, so sharing inodes between them is safe).
+pub struct Reuse {
+    pub snapshot: PathBuf,
+    /// Source label → content hash (hex prefix, as [`content_tag`] makes it).
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// The per-file content tag remembered for `--explain` and for [`Reuse`]: 128 bits of the
+/// blake3 hash for files, the type and mode otherwise.
+pub fn content_tag(it: &CopyItem) -> String {
+    match it.hash {
+        Some(h) => crate::key::hex32(&h)[..32].to_string(),
+        None => format!("{:?}:{:o}", it.kind, it.mode),
+    }
+}
+
+/// A file of the previous snapshot that is identical, metadata included, to what `it` would
+/// write.
+fn reusable(reuse: Option<&Reuse>, it: &CopyItem) -> Option<PathBuf> {
+    let r = reuse?;
+    if r.files.get(&it.label)? != &content_tag(it) {
+        return None;
+    }
+    let prev = r.snapshot.join(it.dest.trim_start_matches('/'));
+    let m = std::fs::symlink_metadata(&prev).ok()?;
+    let same = m.is_file()
+        && m.len() == it.size
+        && m.permissions().mode() & 0o7777 == it.mode
+        && m.uid() == it.uid
+        && m.gid() == it.gid
+        && (m.mtime(), m.mtime_nsec()) == it.mtime;
+    same.then_some(prev)
+}
+
 /// Writes the items into `staging` (an empty directory that becomes the layer).
 pub fn materialize(items: &[CopyItem], staging: &Path, view: &LayeredView, owner: (u32, u32)) -> Result<(), SolveError> {
+    materialize_reusing(items, staging, view, owner, None)
+}
+
+/// [`materialize`], hard-linking unchanged files from an earlier snapshot of the same step.
+pub fn materialize_reusing(
+    items: &[CopyItem],
+    staging: &Path,
+    view: &LayeredView,
+    owner: (u32, u32),
+    reuse: Option<&Reuse>,
+) -> Result<(), SolveError> {
     let mut dir_times = Vec::new();
     let io_err = |p: &Path| {
         let p = p.to_path_buf();
@@ -541,6 +588,11 @@ pub fn materialize(items: &[CopyItem], staging: &Path, view: &LayeredView, owner
                 std::fs::remove_dir_all(&host).map_err(io_err(&host))?;
             } else {
                 std::fs::remove_file(&host).map_err(io_err(&host))?;
+            }
+        }
+        if let Some(prev) = reusable(reuse, it) {
+            if std::fs::hard_link(&prev, &host).is_ok() {
+                return Ok(());
             }
         }
         std::fs::copy(&it.host, &host).map_err(io_err(&it.host))?;
