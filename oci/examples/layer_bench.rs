@@ -34,7 +34,7 @@ fn content(rng: &mut Rng, kind: u64, size: usize, words: &[String]) -> Vec<u8> {
         0..=4 => {
             while v.len() < size {
                 let indent = rng.below(4) as usize * 4;
-                v.extend(std::iter::repeat(b' ').take(indent));
+                v.extend(std::iter::repeat_n(b' ', indent));
                 for _ in 0..rng.below(10) + 1 {
                     v.extend_from_slice(words[rng.below(words.len() as u64) as usize].as_bytes());
                     v.push(if rng.below(5) == 0 { b'(' } else { b' ' });
@@ -176,7 +176,7 @@ fn main() {
     };
     let mut rows: Vec<(String, (f64, f64), Option<u64>)> = Vec::new();
     let only = flag("--only");
-    let want = |name: &str| only.as_deref().map_or(true, |o| name.contains(o));
+    let want = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     for (name, c) in [
         (
             format!("forge gzip -{gz_level}"),

@@ -772,7 +772,7 @@ impl Files {
         })
     }
 
-    fn resolve<'a>(entries: &'a HashMap<String, TarFile>, name: &str) -> Option<(u64, u64)> {
+    fn resolve(entries: &HashMap<String, TarFile>, name: &str) -> Option<(u64, u64)> {
         let mut n = clean(name);
         for _ in 0..16 {
             match entries.get(&n)? {

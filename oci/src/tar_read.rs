@@ -94,7 +94,10 @@ fn parse_num(field: &[u8]) -> Result<u64, ReadError> {
     u64::from_str_radix(st, 8).map_err(|_| bad(format!("bad octal number {st:?} in header")))
 }
 
-fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ReadError> {
+/// PAX records as (key, value) pairs, in archive order.
+type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn parse_pax(data: &[u8]) -> Result<PaxRecords, ReadError> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -337,12 +340,8 @@ impl<R: Read> TarReader<R> {
                 e.dev_major = parse_num(&block[329..337])?;
                 e.dev_minor = parse_num(&block[337..345])?;
             }
-            let records: Vec<(Vec<u8>, Vec<u8>)> = self
-                .global_pax
-                .iter()
-                .cloned()
-                .chain(pax.into_iter())
-                .collect();
+            let records: Vec<(Vec<u8>, Vec<u8>)> =
+                self.global_pax.iter().cloned().chain(pax).collect();
             for (k, v) in records {
                 let num = |v: &[u8]| -> Result<u64, ReadError> {
                     std::str::from_utf8(v)

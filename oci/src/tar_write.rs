@@ -103,6 +103,8 @@ fn checksum(block: &mut [u8; BLOCK]) {
     block[148..156].copy_from_slice(s.as_bytes());
 }
 
+// One argument per header field, in the order they appear in the block.
+#[allow(clippy::too_many_arguments)]
 fn raw_header(
     name: &[u8],
     flag: u8,
