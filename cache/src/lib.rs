@@ -67,7 +67,7 @@
 //! <root>/records/v1/<key[0..2]>/<key>.json
 //! <root>/state/v1/<name>              the solver's named state files
 //! <root>/cache-mounts/v1/<sha256(id)>/ and <sha256(id)>.id
-//! <root>/tmp/p<pid>-<seq>-<nanos>-<label>   temp files and dirs, flock'ed by their owner
+//! <root>/tmp/p<pid>.<start>-<seq>-<nanos>-<label>   temp files and dirs, flock'ed by the owner
 //! <root>/locks/{gc.lock, tags.lock, snapshots/<hex>, mounts/<hash>}
 //! ```
 //!
