@@ -2,8 +2,8 @@
 //! `testsuite` feature). The store runs it in its tests, and so can any other implementation
 //! (forge-oci's `MemoryBlobs` and `DirBlobs`, a remote cache backend):
 //!
-//! ```ignore
-//! forge_cache::testsuite::blob_store_suite(&my_blobs);
+//! ```
+//! forge_cache::testsuite::blob_store_suite(&forge_oci::MemoryBlobs::new());
 //! ```
 //!
 //! Every check panics with a message naming the broken rule: this module is test code.
