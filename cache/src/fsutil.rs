@@ -148,7 +148,61 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     if !meta.is_dir() {
         return ignore_missing(fs::remove_file(path));
     }
-    remove_dir_on_dev(path, meta.dev())
+    // Bind mounts of the same filesystem keep st_dev, so the mount table is consulted too.
+    let mounts = mount_points_under(path);
+    if mounts.iter().any(|m| m == path) {
+        return Err(mounted_error(path));
+    }
+    remove_dir_on_dev(path, meta.dev(), &mounts)
+}
+
+fn mounted_error(p: &Path) -> io::Error {
+    io::Error::other(format!(
+        "refusing to remove {}: a filesystem is mounted there",
+        p.display()
+    ))
+}
+
+/// Mount points (in this mount namespace) at or below `path`, from `/proc/self/mountinfo`.
+fn mount_points_under(path: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(canon) = fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some(field) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let mp = std::path::PathBuf::from(unescape_mountinfo(field));
+        if mp.starts_with(&canon) {
+            // Report it under the caller's spelling of the path.
+            out.push(path.join(mp.strip_prefix(&canon).unwrap_or(Path::new(""))));
+        }
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
@@ -158,7 +212,7 @@ fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
     }
 }
 
-fn remove_dir_on_dev(dir: &Path, dev: u64) -> io::Result<()> {
+fn remove_dir_on_dev(dir: &Path, dev: u64, mounts: &[std::path::PathBuf]) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -177,13 +231,13 @@ fn remove_dir_on_dev(dir: &Path, dev: u64) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         if m.is_dir() {
-            if m.dev() != dev {
+            if m.dev() != dev || mounts.iter().any(|mp| mp == &p) {
                 return Err(io::Error::other(format!(
                     "refusing to remove {}: a filesystem is mounted there",
                     p.display()
                 )));
             }
-            remove_dir_on_dev(&p, dev)?;
+            remove_dir_on_dev(&p, dev, mounts)?;
             continue;
         }
         match fs::remove_file(&p) {
@@ -229,4 +283,33 @@ pub(crate) fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_carry_their_owner() {
+        let n = temp_name("a b/c");
+        let (pid, start) = temp_owner(&n).unwrap();
+        assert_eq!(pid as u32, std::process::id());
+        assert!(n.ends_with("-a_b_c"), "{n}");
+        assert!(owner_alive((pid, start)));
+        assert!(
+            !owner_alive((pid, start + 1)),
+            "same pid, other start time: another process"
+        );
+        assert_eq!(temp_owner("p12-0-0-x"), Some((12, 0)));
+        assert_eq!(temp_owner("p12.345-0-0-x"), Some((12, 345)));
+        assert_eq!(temp_owner("junk"), None);
+        assert_eq!(temp_owner("pabc-0"), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), "/a b\tc\\d");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
+    }
 }

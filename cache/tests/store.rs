@@ -478,3 +478,43 @@ fn temp_dir_removal_never_enters_a_mount() {
     assert_eq!(tmp_entries(&reopened).len(), 1);
     fs::remove_dir_all(&tmp_path).unwrap();
 }
+
+#[test]
+fn temp_dir_removal_never_enters_a_bind_mount_of_the_same_filesystem() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED: temp_dir_removal_never_enters_a_bind_mount_of_the_same_filesystem needs root"
+        );
+        return;
+    }
+    let (t, store) = store();
+    // The user's build context, on the same filesystem as the store.
+    let context = t.path().join("context");
+    fs::create_dir(&context).unwrap();
+    fs::write(context.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let tmp = store.temp_dir("rootfs").unwrap();
+    let target = tmp.path().join("ctx");
+    fs::create_dir(&target).unwrap();
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let (src, dst) = (c(&context), c(&target));
+    // SAFETY: valid C strings; a bind mount of a directory we own.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "bind mount: {}", std::io::Error::last_os_error());
+    let err = tmp.close().unwrap_err();
+    assert!(err.to_string().contains("mounted"), "{err}");
+    // SAFETY: unmounting what we mounted.
+    assert_eq!(unsafe { libc::umount2(dst.as_ptr(), 0) }, 0);
+    assert_eq!(
+        fs::read_to_string(context.join("Dockerfile")).unwrap(),
+        "FROM scratch\n"
+    );
+}
