@@ -49,7 +49,7 @@ fn busybox_image(names: &[&str]) -> Option<TestImage> {
     let mut diff_ids = Vec::new();
     for dir in [&l1, &l2] {
         let opts = LayerOptions {
-            compression: Compression::Gzip { level: 6 },
+            compression: Compression::Gzip { level: 1 },
             source_date_epoch: Some(0),
             kind: SourceKind::Tree,
         };
