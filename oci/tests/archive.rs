@@ -392,6 +392,33 @@ fn umoci_and_skopeo_read_our_layout_and_we_read_skopeo() {
     assert_eq!(v["Digest"], img.image.manifest.digest.to_string());
     assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
 
+    // Our tars too: the OCI one as oci-archive, the Combined one as both oci-archive and
+    // docker-archive.
+    for (format, transport) in [
+        (ArchiveFormat::Oci, "oci-archive"),
+        (ArchiveFormat::Combined, "oci-archive"),
+        (ArchiveFormat::Combined, "docker-archive"),
+        (ArchiveFormat::Docker, "docker-archive"),
+    ] {
+        let t = tmp.path().join(format!("{format:?}.tar"));
+        write_archive(
+            &img.blobs,
+            std::slice::from_ref(&img.image),
+            format,
+            fs::File::create(&t).unwrap(),
+        )
+        .unwrap();
+        let target = if transport == "oci-archive" {
+            format!("{transport}:{}:tag", t.display())
+        } else {
+            format!("{transport}:{}", t.display())
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&run(Command::new(&skopeo).args(["inspect", &target]))).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{target}");
+        assert_eq!(v["Env"][0], "PATH=/usr/bin:/bin", "{target}");
+    }
+
     let x = tmp.path().join("x.tar");
     run(Command::new(&skopeo).args([
         "copy",
