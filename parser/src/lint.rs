@@ -149,7 +149,7 @@ fn check_from(node: &Node, stage_names: &mut Vec<String>, out: &mut Vec<Diagnost
         return;
     };
     let lower = base.to_lowercase();
-    let is_stage = stage_names.iter().any(|n| *n == lower);
+    let is_stage = stage_names.contains(&lower);
     if !is_stage && !base.contains('$') && lower != "scratch" {
         let last = base.rsplit('/').next().unwrap_or(base);
         let digest = base.contains('@');

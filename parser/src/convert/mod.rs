@@ -641,7 +641,7 @@ fn key_values(node: &Node, name: &str) -> Result<Vec<KeyValue>, ParseError> {
     if node.args.is_empty() {
         return Err(fail(kw, format!("{name} requires at least one argument")));
     }
-    if node.args.len() % 3 != 0 {
+    if !node.args.len().is_multiple_of(3) {
         return Err(fail(kw, format!("Bad input to {name}, too many arguments")));
     }
     parse_flags(node, FlagSet::new())?;

@@ -296,7 +296,7 @@ pub fn validate_signal(s: &str) -> Result<(), String> {
             }
         }
     }
-    let names = SIGNALS.iter().map(|s| *s).chain(["RTMIN", "RTMAX"]);
+    let names = SIGNALS.iter().copied().chain(["RTMIN", "RTMAX"]);
     match super::suggest::closest(name, names) {
         Some(c) => Err(format!("{} (did you mean SIG{c}?)", bad())),
         None => Err(bad()),

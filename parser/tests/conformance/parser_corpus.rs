@@ -189,6 +189,9 @@ fn extra_empty_continuation_warnings() {
     );
 }
 
+/// name, content, expand, chomp, file descriptor
+type HeredocFields = (String, String, bool, bool, u64);
+
 fn check_heredoc_cases(corpus: &str, dir: &str) {
     let source = read_text(&format!("{dir}/Dockerfile"));
     let exp = load_json(&format!("{dir}/expected.json"));
@@ -197,7 +200,7 @@ fn check_heredoc_cases(corpus: &str, dir: &str) {
     let cases = exp["cases"].as_array().unwrap();
     for case in cases {
         let idx = case["instruction_index"].as_u64().unwrap() as usize;
-        let want: Vec<(String, String, bool, bool, u64)> = case["heredocs"]
+        let want: Vec<HeredocFields> = case["heredocs"]
             .as_array()
             .unwrap()
             .iter()
@@ -211,7 +214,7 @@ fn check_heredoc_cases(corpus: &str, dir: &str) {
                 )
             })
             .collect();
-        let got: Option<Vec<(String, String, bool, bool, u64)>> = tree.children.get(idx).map(|n| {
+        let got: Option<Vec<HeredocFields>> = tree.children.get(idx).map(|n| {
             n.heredocs
                 .iter()
                 .map(|h| {
