@@ -245,6 +245,9 @@ impl Client {
                     .unwrap_or(0),
             )),
             StatusCode::NOT_FOUND => Ok(None),
+            _ if scopes.as_slice().iter().any(|s| s.ends_with(",push")) => {
+                Err(self.t.status_error(resp, Target::Push(r)).await)
+            }
             _ => Err(self.t.status_error(resp, Target::Blob(r, digest)).await),
         }
     }

@@ -77,7 +77,8 @@ impl TestRegistry {
         let auth_yaml = match &auth {
             RegistryAuth::None => String::new(),
             RegistryAuth::Htpasswd { user, password } => {
-                let out = Command::new("htpasswd")
+                let htpasswd = require_tool("htpasswd (apache2-utils)", "/usr/bin/htpasswd")?;
+                let out = Command::new(htpasswd)
                     .args(["-Bbn", user, password])
                     .output()
                     .expect("htpasswd (apache2-utils)");
