@@ -190,6 +190,8 @@ pub struct TokenServer {
 impl TokenServer {
     pub const SERVICE: &'static str = "forge-test-registry";
     pub const ISSUER: &'static str = "forge-test-issuer";
+    /// The refresh token (docker config `identitytoken`) the server accepts.
+    pub const REFRESH_TOKEN: &'static str = "forge-refresh-token";
 
     /// `user`/`password` get every action they ask for; anonymous requests get `pull` on
     /// repositories under `public/` only.
@@ -257,6 +259,7 @@ fn serve_token(
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut authorized = false;
     let mut has_auth = false;
+    let mut content_length = 0usize;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -266,6 +269,9 @@ fn serve_token(
             if name.eq_ignore_ascii_case("authorization") {
                 has_auth = true;
                 authorized = value.trim() == expected_auth;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
             }
         }
     }
@@ -278,6 +284,25 @@ fn serve_token(
             "account" => account = v.into_owned(),
             _ => {}
         }
+    }
+    if line.starts_with("POST ") {
+        // OAuth2 refresh-token grant (identity tokens): form fields in the body.
+        let mut body = vec![0u8; content_length.min(64 * 1024)];
+        reader.read_exact(&mut body)?;
+        let form =
+            reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(&body))).unwrap();
+        let field = |name: &str| {
+            form.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        has_auth = true;
+        authorized = field("grant_type").as_deref() == Some("refresh_token")
+            && field("refresh_token").as_deref() == Some(TokenServer::REFRESH_TOKEN);
+        account = format!("refresh:{}", field("client_id").unwrap_or_default());
+        scopes = field("scope")
+            .map(|s| s.split(' ').map(str::to_string).collect())
+            .unwrap_or_default();
     }
     let mut out = s;
     if has_auth && !authorized {
