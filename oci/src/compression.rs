@@ -102,8 +102,11 @@ fn zstd_encoder<W: Write>(
     Ok(z)
 }
 
-/// A streaming compressor over `W`; `finish` flushes the trailer and returns `W`.
-pub enum Encoder<W: Write> {
+/// A streaming, reproducible compressor over `W`; `finish` writes the codec trailer and
+/// returns `W`.
+pub struct Encoder<W: Write>(Inner<W>);
+
+enum Inner<W: Write> {
     Plain(W),
     Gzip(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -113,8 +116,8 @@ impl<W: Write> Encoder<W> {
     pub fn new(c: Compression, out: W) -> io::Result<Encoder<W>> {
         c.validate()
             .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
-        Ok(match c {
-            Compression::None => Encoder::Plain(out),
+        Ok(Encoder(match c {
+            Compression::None => Inner::Plain(out),
             Compression::Gzip { level } => {
                 // mtime 0, no name, no comment, OS byte fixed at 255 ("unknown"): the header never
                 // depends on when or where the layer was written.
@@ -122,44 +125,44 @@ impl<W: Write> Encoder<W> {
                     .mtime(0)
                     .operating_system(255)
                     .write(out, flate2::Compression::new(level));
-                Encoder::Gzip(gz)
+                Inner::Gzip(gz)
             }
-            Compression::Zstd { level } => Encoder::Zstd(zstd_encoder(out, level, ZSTD_WORKERS)?),
-        })
+            Compression::Zstd { level } => Inner::Zstd(zstd_encoder(out, level, ZSTD_WORKERS)?),
+        }))
     }
 
     /// The inner writer.
     pub fn get_mut(&mut self) -> &mut W {
-        match self {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(g) => g.get_mut(),
-            Encoder::Zstd(z) => z.get_mut(),
+        match &mut self.0 {
+            Inner::Plain(w) => w,
+            Inner::Gzip(g) => g.get_mut(),
+            Inner::Zstd(z) => z.get_mut(),
         }
     }
 
     /// Writes the codec trailer and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
-        match self {
-            Encoder::Plain(w) => Ok(w),
-            Encoder::Gzip(g) => g.finish(),
-            Encoder::Zstd(z) => z.finish(),
+        match self.0 {
+            Inner::Plain(w) => Ok(w),
+            Inner::Gzip(g) => g.finish(),
+            Inner::Zstd(z) => z.finish(),
         }
     }
 }
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(g) => g.write(buf),
-            Encoder::Zstd(z) => z.write(buf),
+        match &mut self.0 {
+            Inner::Plain(w) => w.write(buf),
+            Inner::Gzip(g) => g.write(buf),
+            Inner::Zstd(z) => z.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(g) => g.flush(),
-            Encoder::Zstd(z) => z.flush(),
+        match &mut self.0 {
+            Inner::Plain(w) => w.flush(),
+            Inner::Gzip(g) => g.flush(),
+            Inner::Zstd(z) => z.flush(),
         }
     }
 }
