@@ -104,6 +104,16 @@ impl Output {
         })
     }
 
+    /// The layer compression a `--output` spec asks for (`compression=…`, `compression-level=…`),
+    /// for any image output type: `type=oci` and `type=docker` carry no compression of their
+    /// own, so the CLI applies this to the whole build ([`crate::Build::compression`]).
+    pub fn spec_compression(spec: &str) -> Result<Option<Compression>, Error> {
+        if !spec.contains('=') {
+            return Ok(None);
+        }
+        parse_compression(&parse_kv(spec)?)
+    }
+
     /// The layer compression this output asks for, if any.
     pub fn compression(&self) -> Option<Compression> {
         match self {
@@ -206,5 +216,8 @@ mod tests {
         assert!(Output::parse("type=bogus,dest=x").unwrap_err().to_string().contains("unknown type"));
         assert!(Output::parse("type=local,dest=x,tar=true").unwrap_err().to_string().contains("unknown option"));
         assert!(Output::parse("type=image,name=a,compression=lz4").is_err());
+        assert_eq!(Output::spec_compression("type=oci,dest=x,compression=zstd").unwrap(), Some(Compression::Zstd { level: 3 }));
+        assert_eq!(Output::spec_compression("type=docker,dest=x").unwrap(), None);
+        assert_eq!(Output::spec_compression("./rootfs").unwrap(), None);
     }
 }

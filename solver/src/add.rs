@@ -21,10 +21,28 @@ pub enum ArchiveKind {
     Zstd,
 }
 
-/// Recognizes a local archive by its first bytes (a tar has `ustar` at offset 257).
+/// Recognizes a local archive: its compression by the first bytes, then whether what is inside
+/// really is a tar. As in BuildKit, a compressed file that does not hold a tar (a `.gz` of a text
+/// file) is no archive: ADD copies it as it is.
 pub fn detect(path: &Path) -> Option<ArchiveKind> {
+    let kind = compression_of(path)?;
+    let mut r = forge_oci::decompress(open_archive(path, kind).ok()?).ok()?;
+    let mut block = [0u8; 512];
+    let mut n = 0;
+    while n < block.len() {
+        match r.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    (n == block.len() && is_tar_header(&block)).then_some(kind)
+}
+
+/// The compression by magic bytes; `Tar` stands for "none" here.
+fn compression_of(path: &Path) -> Option<ArchiveKind> {
     let mut f = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 262];
+    let mut head = [0u8; 6];
     let mut n = 0;
     while n < head.len() {
         match f.read(&mut head[n..]) {
@@ -34,19 +52,36 @@ pub fn detect(path: &Path) -> Option<ArchiveKind> {
         }
     }
     let h = &head[..n];
-    if h.starts_with(&[0x1f, 0x8b]) {
-        Some(ArchiveKind::Gzip)
+    Some(if h.starts_with(&[0x1f, 0x8b]) {
+        ArchiveKind::Gzip
     } else if h.starts_with(b"BZh") {
-        Some(ArchiveKind::Bzip2)
+        ArchiveKind::Bzip2
     } else if h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Some(ArchiveKind::Xz)
+        ArchiveKind::Xz
     } else if h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(ArchiveKind::Zstd)
-    } else if n >= 262 && &h[257..262] == b"ustar" {
-        Some(ArchiveKind::Tar)
+        ArchiveKind::Zstd
     } else {
-        None
+        ArchiveKind::Tar
+    })
+}
+
+/// A tar header block: not all zeros, and its checksum (the bytes summed with the checksum field
+/// read as spaces, unsigned or signed as old writers did) matches the octal number stored in it.
+/// This accepts ustar, GNU and old V7 headers alike, as Go's archive/tar does.
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    if block.iter().all(|&b| b == 0) {
+        return false;
     }
+    let field = &block[148..156];
+    let digits: String = field.iter().map(|&b| b as char).filter(|c| !matches!(c, ' ' | '\0')).collect();
+    let Ok(stored) = i64::from_str_radix(&digits, 8) else { return false };
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    stored == unsigned || stored == signed
 }
 
 fn open_archive(path: &Path, kind: ArchiveKind) -> std::io::Result<Box<dyn Read>> {
@@ -96,19 +131,48 @@ pub fn materialize_with_unpack(
 mod tests {
     use super::*;
 
+    /// A one-entry tar holding `name`.
+    fn tar_bytes(name: &str) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(b"00000000000");
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = b'0';
+        h[257..262].copy_from_slice(b"ustar");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut v = h.to_vec();
+        v.extend_from_slice(&[0u8; 1024]);
+        v
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
     #[test]
-    fn detects_by_magic_not_by_name() {
+    fn detects_by_content_not_by_name() {
         let t = tempfile::tempdir().unwrap();
-        let gz = t.path().join("a.bin");
-        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
-        assert_eq!(detect(&gz), Some(ArchiveKind::Gzip));
-        let txt = t.path().join("b.tar.gz");
-        std::fs::write(&txt, "not an archive").unwrap();
-        assert_eq!(detect(&txt), None);
-        let mut tar = vec![0u8; 512];
-        tar[257..262].copy_from_slice(b"ustar");
-        let tp = t.path().join("c");
-        std::fs::write(&tp, &tar).unwrap();
-        assert_eq!(detect(&tp), Some(ArchiveKind::Tar));
+        let write = |name: &str, data: &[u8]| {
+            let p = t.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            p
+        };
+        assert_eq!(detect(&write("a.bin", &gzip(&tar_bytes("f")))), Some(ArchiveKind::Gzip));
+        assert_eq!(detect(&write("c", &tar_bytes("f"))), Some(ArchiveKind::Tar));
+        assert_eq!(detect(&write("b.tar.gz", b"not an archive")), None);
+        // Compressed, but not a tar: copied as is (BuildKit's rule).
+        assert_eq!(detect(&write("notes.txt.gz", &gzip(b"plain text, long enough to fill a block? no."))), None);
+        assert_eq!(detect(&write("big.txt.gz", &gzip(&[b'x'; 2048]))), None);
+        // A corrupted checksum is no tar.
+        let mut bad = tar_bytes("f");
+        bad[0] = b'g';
+        assert_eq!(detect(&write("bad.tar", &bad)), None);
+        assert_eq!(detect(&write("zeros.tar", &[0u8; 1024])), None);
     }
 }

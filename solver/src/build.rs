@@ -26,6 +26,7 @@ use crate::explain::{self, StepMemory};
 use crate::images::{ImageSource, ResolvedImage};
 use crate::key::{CacheKey, KeyBuilder};
 use crate::layered::LayeredView;
+use crate::remote::{RemoteCaches, StepRecord};
 
 /// A secret's bytes. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub struct BuildOptions {
     pub max_parallel_runs: usize,
     /// Report why each step missed the cache ([`Event::Explain`]).
     pub explain: bool,
+    /// Imported build caches, asked after the local store misses.
+    pub remote_caches: RemoteCaches,
 }
 
 impl BuildOptions {
@@ -98,6 +101,7 @@ impl BuildOptions {
             allow_insecure: false,
             max_parallel_runs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             explain: false,
+            remote_caches: RemoteCaches::default(),
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct StageState {
     pub scope: StageScope,
     /// Whether this stage set CMD (so ENTRYPOINT resets only an inherited one).
     pub cmd_set: bool,
+    /// Keys (hex) of the steps whose layers make up `layers`' own part, in order.
+    pub step_keys: Vec<String>,
 }
 
 /// What a build produced.
@@ -131,8 +137,8 @@ pub struct BuildOutput {
     pub manifest: forge_oci::Manifest,
     pub config: ImageConfig,
     pub config_digest: Digest,
-    /// Snapshot directories of the final image's layers, top-most first (for rootfs outputs).
-    pub snapshots: Vec<PathBuf>,
+    /// Every step with its key, in the order they finished: what `--cache-to` exports.
+    pub steps: Vec<StepRecord>,
     /// Steps that ran and steps served from the cache.
     pub steps_run: usize,
     pub steps_cached: usize,
@@ -240,6 +246,10 @@ pub struct Build<'a> {
     steps_cached: AtomicUsize,
     first_error: Mutex<Option<SolveError>>,
     image_cache: Mutex<HashMap<String, Arc<ResolvedImage>>>,
+    /// Steps as they finish, for the cache export.
+    step_records: Mutex<Vec<StepRecord>>,
+    /// Steps served by an imported cache: recorded locally once their blob is here.
+    remote_hits: Mutex<Vec<(CacheKey, StepValue)>>,
 }
 
 fn location(inst: &Instruction) -> Location {
@@ -384,6 +394,8 @@ pub fn build(
         steps_cached: AtomicUsize::new(0),
         first_error: Mutex::new(None),
         image_cache: Mutex::new(HashMap::new()),
+        step_records: Mutex::new(Vec::new()),
+        remote_hits: Mutex::new(Vec::new()),
     };
     b.run_all()
 }
@@ -507,6 +519,7 @@ impl Build<'_> {
             history: img.config.history.clone(),
             scope,
             cmd_set: false,
+            step_keys: Vec::new(),
         }
     }
 
@@ -563,6 +576,7 @@ impl Build<'_> {
                     history: Vec::new(),
                     scope: self.plan.resolved.scope_for_image(&[]),
                     cmd_set: false,
+                    step_keys: Vec::new(),
                 }
             }
             Base::Stage(i) => {
@@ -693,9 +707,32 @@ impl Build<'_> {
     fn snapshots(&self, st: &StageState) -> Result<Vec<PathBuf>, SolveError> {
         let mut out = Vec::with_capacity(st.layers.len());
         for l in st.layers.iter().rev() {
+            if self.store.snapshot_path(&l.diff_id).is_none() {
+                self.ensure_blob(l)?;
+            }
             out.push(crate::layers::ensure_snapshot(self.store, l)?);
         }
         Ok(out)
+    }
+
+    /// Makes a layer's blob local, fetching it from an imported cache when needed.
+    fn ensure_blob(&self, l: &Layer) -> Result<(), SolveError> {
+        if self.store.has_blob(&l.blob.digest) {
+            return Ok(());
+        }
+        let mut last = None;
+        for rc in &self.opts.remote_caches.0 {
+            match rc.fetch(&l.blob) {
+                Ok(()) if self.store.has_blob(&l.blob.digest) => return Ok(()),
+                Ok(()) => last = Some(format!("the cache did not deliver {}", l.blob.digest)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(SolveError::Layer(format!(
+            "layer {} is not in the store{}",
+            l.blob.digest,
+            last.map(|e| format!(" and could not be fetched from the imported cache: {e}")).unwrap_or_default()
+        )))
     }
 
     fn view(&self, st: &StageState) -> Result<LayeredView, SolveError> {
@@ -710,15 +747,23 @@ impl Build<'_> {
         if self.no_cache_for(idx) {
             return Ok(None);
         }
-        let Some(rec) = self.store.cache_get(&key.to_hex())? else { return Ok(None) };
-        let Ok(v) = serde_json::from_value::<StepValue>(rec.value) else { return Ok(None) };
-        // A record whose blob is gone is a miss (the store was pruned or repaired).
-        if let Some(l) = &v.layer {
-            if !self.store.has_blob(&l.blob.digest) {
-                return Ok(None);
+        let hex = key.to_hex();
+        if let Some(rec) = self.store.cache_get(&hex)? {
+            if let Ok(v) = serde_json::from_value::<StepValue>(rec.value) {
+                // A record whose blob is gone is a miss (the store was pruned or repaired).
+                if v.layer.as_ref().map(|l| self.store.has_blob(&l.blob.digest)).unwrap_or(true) {
+                    return Ok(Some(v));
+                }
             }
         }
-        Ok(Some(v))
+        for rc in &self.opts.remote_caches.0 {
+            if let Some(r) = rc.lookup(&hex) {
+                let v = StepValue { layer: r.layer, created: r.created };
+                self.remote_hits.lock().unwrap_or_else(|p| p.into_inner()).push((*key, v.clone()));
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     fn record(&self, key: &CacheKey, value: &StepValue) -> Result<(), SolveError> {
@@ -809,7 +854,16 @@ impl Build<'_> {
         Ok(v)
     }
 
-    fn push_layer(&self, st: &mut StageState, key: CacheKey, v: StepValue, created_by: String) {
+    fn push_layer(&self, idx: usize, st: &mut StageState, key: CacheKey, v: StepValue, created_by: String) {
+        self.step_records.lock().unwrap_or_else(|p| p.into_inner()).push(StepRecord {
+            key: key.to_hex(),
+            parent: st.key.to_hex(),
+            layer: v.layer.clone(),
+            created: v.created.clone(),
+            stage: idx,
+            in_final_image: false,
+        });
+        st.step_keys.push(key.to_hex());
         st.key = key;
         let empty = v.layer.is_none();
         if let Some(l) = v.layer {
@@ -904,7 +958,7 @@ impl Build<'_> {
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
         let created_by = format!("RUN {}{} # forge", st.scope.run_history_prefix(), argv.join(" "));
-        self.push_layer(st, key, v, created_by);
+        self.push_layer(idx, st, key, v, created_by);
         Ok(())
     }
 
@@ -1009,7 +1063,7 @@ impl Build<'_> {
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
         let created_by = format!("{} {} # forge", keyword, inst.source.trim().splitn(2, char::is_whitespace).nth(1).unwrap_or(""));
-        self.push_layer(st, key, v, created_by);
+        self.push_layer(idx, st, key, v, created_by);
         Ok(())
     }
 
@@ -1117,7 +1171,7 @@ impl Build<'_> {
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
-        self.push_layer(st, key, v, format!("WORKDIR {wd}"));
+        self.push_layer(idx, st, key, v, format!("WORKDIR {wd}"));
         Ok(())
     }
 
@@ -1167,16 +1221,28 @@ impl Build<'_> {
                 labels.insert(k.clone(), v.clone());
             }
         }
+        for l in &st.layers {
+            self.ensure_blob(l)?;
+        }
+        // Steps an imported cache served are now local records too, when their blob is here.
+        for (key, v) in self.remote_hits.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            if v.layer.as_ref().map(|l| self.store.has_blob(&l.blob.digest)).unwrap_or(true) {
+                self.record(&key, &v)?;
+            }
+        }
         let (manifest_digest, manifest_size, manifest, config_digest) =
             crate::layers::write_image(self.store, &config, &st.layers)?;
-        let snapshots = self.snapshots(st)?;
+        let mut steps = std::mem::take(&mut *self.step_records.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in &mut steps {
+            s.in_final_image = st.step_keys.contains(&s.key);
+        }
         Ok(BuildOutput {
             manifest_digest,
             manifest_size,
             manifest,
             config,
             config_digest,
-            snapshots,
+            steps,
             steps_run: self.steps_run.load(Ordering::Relaxed),
             steps_cached: self.steps_cached.load(Ordering::Relaxed),
         })

@@ -29,6 +29,7 @@ pub mod images;
 pub mod key;
 pub mod layered;
 pub mod layers;
+pub mod remote;
 pub mod run;
 pub mod users;
 
@@ -36,3 +37,4 @@ pub use build::{build, BuildOptions, BuildOutput, Layer, NamedContext, Secret};
 pub use error::{Location, SolveError};
 pub use event::{Event, EventSink, LogStream};
 pub use images::{ImageSource, ResolvedImage, StoreImages};
+pub use remote::{RemoteCache, RemoteCaches, RemoteRecord, StepRecord};

@@ -193,6 +193,10 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> Result<ExitCode, Failure> {
     }
     for o in &a.outputs {
         b = b.output(Output::parse(o).map_err(Failure::from)?);
+        // type=oci/docker keep no compression themselves: it applies to the build's layers.
+        if let Some(c) = Output::spec_compression(o).map_err(Failure::from)? {
+            b = b.compression(c);
+        }
     }
     for c in &a.cache_from {
         b = b.cache_from(CacheSpec::parse(c).map_err(Failure::from)?);
