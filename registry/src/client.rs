@@ -581,6 +581,7 @@ impl Client {
             return Ok(BlobOutcome::Uploaded);
         }
         let mut offset = 0u64;
+        let mut chunk_failures = 0u32;
         while offset < size {
             let len = self.t.opts.chunk_size.min(size - offset);
             let body = file_body(store, digest, offset, len, sent.clone())?;
@@ -592,14 +593,37 @@ impl Client {
                 .header(CONTENT_RANGE, format!("{}-{}", offset, offset + len - 1))
                 .header(CONTENT_LENGTH, len)
                 .body(body);
-            let resp = self
+            let failure = match self
                 .send_streaming(dest, scopes, rb, digest, size, &sent, progress)
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(self.t.status_error(resp, Target::Push(dest)).await);
+                .await
+            {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    location = self::location(&resp, &location)?;
+                    offset += len;
+                    continue;
+                }
+                Ok(resp) => self.t.status_error(resp, Target::Push(dest)).await,
+                Err(e) => e,
+            };
+            // A chunk failed: ask the registry how much of the upload it kept and go on from
+            // there (the caller restarts the whole upload when this does not work out).
+            chunk_failures += 1;
+            if !is_transient(&failure) || chunk_failures > self.t.opts.max_retries {
+                return Err(failure);
             }
-            location = self::location(&resp, &location)?;
-            offset += len;
+            progress(Progress::Retrying {
+                digest: digest.clone(),
+                attempt: chunk_failures,
+                reason: format!("chunk at {offset}: {failure}"),
+            });
+            tokio::time::sleep(self.t.backoff(chunk_failures)).await;
+            let (new_location, kept) = self.upload_status(dest, scopes, &location).await?;
+            if kept > size {
+                return Err(failure);
+            }
+            location = new_location;
+            offset = kept;
+            sent.store(kept, Ordering::Relaxed);
         }
         location
             .query_pairs_mut()
@@ -618,6 +642,44 @@ impl Client {
         }
         check_digest_header(&resp, digest, dest)?;
         Ok(BlobOutcome::Uploaded)
+    }
+
+    /// `GET <upload url>`: where an upload stands. Returns the URL to continue at and how many
+    /// bytes the registry kept (its `Range: 0-<last>` header; `0-0` is read as nothing kept).
+    async fn upload_status(
+        &self,
+        dest: &Reference,
+        scopes: &Scopes,
+        location: &reqwest::Url,
+    ) -> Result<(reqwest::Url, u64), RegistryError> {
+        let resp = self
+            .t
+            .send(
+                &dest.registry,
+                scopes,
+                &Req::new(Method::GET, location.clone()),
+            )
+            .await?;
+        if resp.status() != StatusCode::NO_CONTENT {
+            return Err(self.t.status_error(resp, Target::Push(dest)).await);
+        }
+        let kept = header_str(&resp, RANGE)
+            .and_then(|r| {
+                let last: u64 = r
+                    .trim_start_matches("bytes=")
+                    .split('-')
+                    .nth(1)?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(if last == 0 { 0 } else { last + 1 })
+            })
+            .unwrap_or(0);
+        let next = match header_str(&resp, LOCATION) {
+            Some(_) => self::location(&resp, location)?,
+            None => location.clone(),
+        };
+        Ok((next, kept))
     }
 
     /// Sends a request whose body streams from disk (not replayable): once, with the current

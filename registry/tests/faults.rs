@@ -260,6 +260,7 @@ async fn push_recovers_from_upload_faults() {
         s.reg.port,
         vec![
             ("POST /v2/", Fault::Status(502)),
+            ("PATCH /v2/", Fault::Pass),
             ("PATCH /v2/", Fault::Reset),
             ("PUT /v2/faulty/copy/blobs/", Fault::Status(500)),
             ("PATCH /v2/", Fault::Status(503)),
@@ -288,6 +289,20 @@ async fn push_recovers_from_upload_faults() {
         .unwrap()
         .iter()
         .any(|p| matches!(p, Progress::Retrying { .. })));
+    // Failed chunks resumed from where the registry stood instead of starting over.
+    let seen = proxy.seen();
+    let is_status_query = |l: &String| l.starts_with("GET /v2/faulty/copy/blobs/uploads/");
+    assert_eq!(
+        seen.iter().filter(|l| is_status_query(l)).count(),
+        2,
+        "one status query per failed PATCH: {seen:#?}"
+    );
+    let first = seen.iter().position(is_status_query).unwrap();
+    assert!(
+        seen[first + 1].starts_with("PATCH ")
+            && seen[first + 1].contains("[content-range 524288-1048575]"),
+        "the upload went on with the second chunk: {seen:#?}"
+    );
 
     // What arrived is intact: pull it back without faults and compare.
     let dir = tempfile::tempdir().unwrap();

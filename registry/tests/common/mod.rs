@@ -386,6 +386,8 @@ pub enum Fault {
     Stall(usize),
     /// Answer `307` pointing at the same path on another port of 127.0.0.1.
     Redirect(u16),
+    /// Forward unchanged (to let earlier matching requests through).
+    Pass,
 }
 
 /// A TCP proxy in front of a registry that applies scripted faults: each rule
@@ -503,12 +505,18 @@ fn proxy_one(
             .position(|(p, _)| request_line.contains(p.as_str()));
         pos.and_then(|i| rules.remove(i)).map(|(_, f)| f)
     };
-    let range = head.iter().skip(1).find_map(|h| {
-        let (k, v) = h.split_once(':')?;
-        k.eq_ignore_ascii_case("range")
-            .then(|| v.trim().to_string())
-    });
-    let range = range.map(|r| format!(" [range {r}]")).unwrap_or_default();
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let mut range = String::new();
+    for name in ["range", "content-range"] {
+        if let Some(v) = header(name) {
+            range.push_str(&format!(" [{name} {v}]"));
+        }
+    }
     seen.lock()
         .unwrap()
         .push(format!("{request_line}{range} => {fault:?}"));
