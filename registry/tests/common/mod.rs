@@ -592,38 +592,33 @@ fn proxy_one(
         }
         let chunk = &mut buf[..n];
         match &fault {
-            Some(Fault::Truncate(limit)) | Some(Fault::Stall(limit)) => {
-                if body_pos + n >= *limit {
-                    let keep = limit - body_pos;
-                    out.write_all(&chunk[..keep])?;
-                    out.flush()?;
-                    if matches!(fault, Some(Fault::Stall(_))) {
-                        // Keep the connection open without sending until the client hangs up
-                        // (at most 60 s).
-                        out.set_read_timeout(Some(Duration::from_millis(100)))?;
-                        let until = Instant::now() + Duration::from_secs(60);
-                        let mut probe = [0u8; 64];
-                        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                            match out.read(&mut probe) {
-                                Ok(0) => break,
-                                Ok(_) => {}
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        std::io::ErrorKind::WouldBlock
-                                            | std::io::ErrorKind::TimedOut
-                                    ) => {}
-                                Err(_) => break,
-                            }
+            Some(Fault::Truncate(limit)) | Some(Fault::Stall(limit)) if body_pos + n >= *limit => {
+                let keep = limit - body_pos;
+                out.write_all(&chunk[..keep])?;
+                out.flush()?;
+                if matches!(fault, Some(Fault::Stall(_))) {
+                    // Keep the connection open without sending until the client hangs up
+                    // (at most 60 s).
+                    out.set_read_timeout(Some(Duration::from_millis(100)))?;
+                    let until = Instant::now() + Duration::from_secs(60);
+                    let mut probe = [0u8; 64];
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        match out.read(&mut probe) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => break,
                         }
                     }
-                    return Ok(());
                 }
+                return Ok(());
             }
-            Some(Fault::Corrupt(at)) => {
-                if *at >= body_pos && *at < body_pos + n {
-                    chunk[at - body_pos] ^= 0xff;
-                }
+            Some(Fault::Corrupt(at)) if *at >= body_pos && *at < body_pos + n => {
+                chunk[at - body_pos] ^= 0xff;
             }
             Some(Fault::Slow { pause, .. }) => std::thread::sleep(*pause),
             _ => {}
