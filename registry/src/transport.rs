@@ -210,7 +210,9 @@ impl Transport {
         })
     }
 
-    fn credentials(&self, registry: &str) -> Result<Credentials, RegistryError> {
+    /// The credentials for a registry, looked up once and then cached. The lookup may read the
+    /// docker config and run a credential helper, so it runs on a blocking thread.
+    async fn credentials(&self, registry: &str) -> Result<Credentials, RegistryError> {
         if let Some(c) = self
             .auth
             .lock()
@@ -220,23 +222,13 @@ impl Transport {
         {
             return Ok(c);
         }
-        let creds = match &self.opts.credentials {
-            CredentialSource::Anonymous => Credentials::Anonymous,
-            CredentialSource::Fixed(map) => {
-                let host = registry_host(registry);
-                map.iter()
-                    .find(|(k, _)| registry_host(k) == host)
-                    .map(|(_, c)| c.clone())
-                    .unwrap_or(Credentials::Anonymous)
-            }
-            CredentialSource::DockerConfig(path) => {
-                let path = match path {
-                    Some(p) => p.clone(),
-                    None => DockerConfig::default_path()?,
-                };
-                DockerConfig::load(&path)?.credentials_for(registry)?
-            }
-        };
+        let source = self.opts.credentials.clone();
+        let reg = registry.to_string();
+        let creds = tokio::task::spawn_blocking(move || lookup_credentials(&source, &reg))
+            .await
+            .map_err(|e| {
+                RegistryError::store("credential lookup task", std::io::Error::other(e))
+            })??;
         self.auth
             .lock()
             .expect("auth lock")
@@ -308,12 +300,12 @@ impl Transport {
             return Ok(None);
         };
         match challenge.scheme.as_str() {
-            "basic" => Ok(self.credentials(registry)?.basic_header()),
+            "basic" => Ok(self.credentials(registry).await?.basic_header()),
             "bearer" => {
                 if let Some(t) = cached {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
-                let creds = self.credentials(registry)?;
+                let creds = self.credentials(registry).await?;
                 if let Credentials::RegistryToken(t) = &creds {
                     return Ok(Some(format!("Bearer {t}")));
                 }
@@ -430,7 +422,8 @@ impl Transport {
         scopes: &Scopes,
         resp: &Response,
         sent_auth: bool,
-    ) -> Result<bool, RegistryError> {
+        creds: &Credentials,
+    ) -> bool {
         let challenges: Vec<Challenge> = resp
             .headers()
             .get_all(WWW_AUTHENTICATE)
@@ -444,9 +437,8 @@ impl Transport {
             .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
             .cloned()
         else {
-            return Ok(false);
+            return false;
         };
-        let creds = self.credentials(registry)?;
         let mut map = self.auth.lock().expect("auth lock");
         let entry = map.entry(registry.to_string()).or_default();
         if sent_auth {
@@ -459,7 +451,7 @@ impl Transport {
             _ => creds.basic_header().is_some() && !sent_auth,
         };
         entry.challenge = Some(ch);
-        Ok(helpful)
+        helpful
     }
 
     /// Sends a replayable request with authentication, retrying transient failures and
@@ -491,12 +483,12 @@ impl Transport {
                     rb.send()
                 })
                 .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED
-                && !reauthenticated
-                && self.learn(registry, scopes, &resp, auth.is_some())?
-            {
-                reauthenticated = true;
-                continue;
+            if resp.status() == StatusCode::UNAUTHORIZED && !reauthenticated {
+                let creds = self.credentials(registry).await?;
+                if self.learn(registry, scopes, &resp, auth.is_some(), &creds) {
+                    reauthenticated = true;
+                    continue;
+                }
             }
             return Ok(resp);
         }
@@ -638,6 +630,29 @@ impl Transport {
             },
         }
     }
+}
+
+fn lookup_credentials(
+    source: &CredentialSource,
+    registry: &str,
+) -> Result<Credentials, RegistryError> {
+    Ok(match source {
+        CredentialSource::Anonymous => Credentials::Anonymous,
+        CredentialSource::Fixed(map) => {
+            let host = registry_host(registry);
+            map.iter()
+                .find(|(k, _)| registry_host(k) == host)
+                .map(|(_, c)| c.clone())
+                .unwrap_or(Credentials::Anonymous)
+        }
+        CredentialSource::DockerConfig(path) => {
+            let path = match path {
+                Some(p) => p.clone(),
+                None => DockerConfig::default_path()?,
+            };
+            DockerConfig::load(&path)?.credentials_for(registry)?
+        }
+    })
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
