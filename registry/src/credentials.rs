@@ -9,7 +9,7 @@
 //! Docker Hub is stored under `https://index.docker.io/v1/`; other registries under their
 //! `host[:port]`. Keys written with a scheme or a path are matched by their host part.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -295,6 +295,9 @@ fn helper_program(helper: &str) -> String {
     format!("docker-credential-{helper}")
 }
 
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn run_helper(
     helper: &str,
     registry: &str,
@@ -327,7 +330,49 @@ fn run_helper(
         // A helper may exit before reading everything; its exit status tells.
         let _ = stdin.write_all(input);
     }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    // Read the pipes on threads so that a helper that never exits (waiting for a keychain
+    // prompt, say) can be stopped after HELPER_TIMEOUT.
+    let pipe = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = pipe(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = pipe(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + HELPER_TIMEOUT;
+    let status = loop {
+        match child.try_wait().map_err(|e| fail(e.to_string()))? {
+            Some(status) => break status,
+            None if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "no answer within {} seconds",
+                    HELPER_TIMEOUT.as_secs()
+                )));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
     if out.status.success() {
         return Ok((true, out.stdout));
     }
