@@ -100,6 +100,63 @@ pub fn go_list(v: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
+/// Renders a string list the way Go's `%v` prints a slice: `[a b]`, nothing quoted.
+pub fn go_plain_list(v: &[String]) -> String {
+    format!("[{}]", v.join(" "))
+}
+
+/// Renders nanoseconds the way Go's `time.Duration` prints itself: `0s`, `1.5s`, `1m30s`,
+/// `1h0m0s`, `500ms`, `2µs`, `10ns`.
+pub fn go_duration(ns: i64) -> String {
+    fn scaled(v: u64, unit: u64) -> String {
+        let (int, rem) = (v / unit, v % unit);
+        if rem == 0 {
+            return int.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let frac = format!("{rem:0width$}");
+        format!("{int}.{}", frac.trim_end_matches('0'))
+    }
+    if ns == 0 {
+        return "0s".into();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let u = ns.unsigned_abs();
+    const S: u64 = 1_000_000_000;
+    let body = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", scaled(u, 1_000))
+    } else if u < S {
+        format!("{}ms", scaled(u, 1_000_000))
+    } else {
+        let (h, m) = (u / (3600 * S), (u / (60 * S)) % 60);
+        let secs = format!("{}s", scaled(u % (60 * S), S));
+        if h > 0 {
+            format!("{h}h{m}m{secs}")
+        } else if m > 0 {
+            format!("{m}m{secs}")
+        } else {
+            secs
+        }
+    };
+    format!("{sign}{body}")
+}
+
+/// The HEALTHCHECK history text: BuildKit prints the config struct with Go's `%+v`.
+pub fn healthcheck_history(hc: &HealthConfig) -> String {
+    let d = |v: Option<i64>| go_duration(v.unwrap_or(0));
+    format!(
+        "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        go_plain_list(hc.test.as_deref().unwrap_or(&[])),
+        d(hc.interval),
+        d(hc.timeout),
+        d(hc.start_period),
+        d(hc.start_interval),
+        hc.retries.unwrap_or(0)
+    )
+}
+
 /// Applies a metadata instruction (already expanded) to the config. Returns the history
 /// `created_by` text. `cmd_set` tracks whether this stage set CMD, so ENTRYPOINT only resets an
 /// inherited one. Instructions that touch the filesystem are not handled here.
@@ -148,30 +205,32 @@ pub fn apply_metadata(cfg: &mut ImageConfig, kind: &InstructionKind, cmd_set: &m
         }
         InstructionKind::Shell(v) => {
             c.shell = Some(v.clone());
-            Some(format!("SHELL {}", go_list(v)))
+            Some(format!("SHELL {}", go_plain_list(v)))
         }
         InstructionKind::User(u) => {
             c.user = Some(u.clone());
             Some(format!("USER {u}"))
         }
         InstructionKind::Expose(ports) => {
+            // History lists this instruction's ports in order, ranges expanded (`EXPOSE [80/tcp]`).
             let map = c.exposed_ports.get_or_insert_with(BTreeMap::new);
+            let mut listed = Vec::new();
             for p in ports {
                 if let Ok(keys) = expose_keys(p) {
                     for k in keys {
-                        map.insert(k, EmptyObject {});
+                        map.insert(k.clone(), EmptyObject {});
+                        listed.push(k);
                     }
                 }
             }
-            let items: Vec<String> = map.keys().map(|k| format!("{k}:{{}}")).collect();
-            Some(format!("EXPOSE map[{}]", items.join(" ")))
+            Some(format!("EXPOSE {}", go_plain_list(&listed)))
         }
         InstructionKind::Volume(vols) => {
             let map = c.volumes.get_or_insert_with(BTreeMap::new);
             for v in vols {
                 map.insert(v.clone(), EmptyObject {});
             }
-            Some(format!("VOLUME {}", go_list(vols)))
+            Some(format!("VOLUME {}", go_plain_list(vols)))
         }
         InstructionKind::StopSignal(s) => {
             c.stop_signal = Some(s.clone());
@@ -189,13 +248,14 @@ pub fn apply_metadata(cfg: &mut ImageConfig, kind: &InstructionKind, cmd_set: &m
                     retries: *retries,
                 },
             };
-            let text = format!("HEALTHCHECK {}", go_list(hc.test.as_deref().unwrap_or(&[])));
+            let text = healthcheck_history(&hc);
             c.healthcheck = Some(hc);
             Some(text)
         }
         InstructionKind::Onbuild(ob) => {
+            // BuildKit records the trigger in the config only: ONBUILD adds no history entry.
             c.on_build.get_or_insert_with(Vec::new).push(ob.expression.clone());
-            Some(format!("ONBUILD {}", ob.expression))
+            None
         }
         _ => None,
     }
@@ -240,6 +300,55 @@ mod tests {
         assert_eq!(join_workdir("/a", "b"), "/a/b");
         assert_eq!(join_workdir("/a", "/c/./d/../e"), "/c/e");
         assert_eq!(join_workdir("", "x"), "/x");
+    }
+
+    #[test]
+    fn history_texts_match_go_formatting() {
+        let mut c = cfg();
+        let mut set = false;
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(apply_metadata(&mut c, &InstructionKind::Volume(v(&["/data", "/logs"])), &mut set).unwrap(), "VOLUME [/data /logs]");
+        assert_eq!(apply_metadata(&mut c, &InstructionKind::Shell(v(&["/bin/sh", "-ec"])), &mut set).unwrap(), "SHELL [/bin/sh -ec]");
+        let e = apply_metadata(&mut c, &InstructionKind::Expose(v(&["8080", "53/UDP", "7-8"])), &mut set).unwrap();
+        assert_eq!(e, "EXPOSE [8080/tcp 53/udp 7/tcp 8/tcp]");
+        let e = apply_metadata(&mut c, &InstructionKind::Expose(v(&["80"])), &mut set).unwrap();
+        assert_eq!(e, "EXPOSE [80/tcp]", "history lists this instruction's ports only");
+        assert_eq!(c.config.exposed_ports.as_ref().unwrap().len(), 5);
+        let hc = Healthcheck::Check {
+            test: v(&["CMD-SHELL", "true"]),
+            interval: Some(30_000_000_000),
+            timeout: None,
+            start_period: Some(90_000_000_000),
+            start_interval: None,
+            retries: Some(3),
+        };
+        assert_eq!(
+            apply_metadata(&mut c, &InstructionKind::Healthcheck(hc), &mut set).unwrap(),
+            "HEALTHCHECK {Test:[CMD-SHELL true] Interval:30s Timeout:0s StartPeriod:1m30s StartInterval:0s Retries:3}"
+        );
+        assert_eq!(
+            apply_metadata(&mut c, &InstructionKind::Healthcheck(Healthcheck::None), &mut set).unwrap(),
+            "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        let cases: &[(i64, &str)] = &[
+            (0, "0s"),
+            (10, "10ns"),
+            (1_500, "1.5µs"),
+            (500_000_000, "500ms"),
+            (1_500_000_000, "1.5s"),
+            (30_000_000_000, "30s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (3_661_250_000_000, "1h1m1.25s"),
+            (-2_000_000_000, "-2s"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(go_duration(*ns), *want, "{ns}ns");
+        }
     }
 
     #[test]
