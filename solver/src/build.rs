@@ -1028,7 +1028,15 @@ impl Build<'_> {
             SourceSide::Context(c) => Some(*c),
             SourceSide::Image(_) => None,
         };
-        let mut items = copy::plan(&side, &common.sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
+        // Heredoc sources are files in the heredoc directory, named after their delimiters.
+        let heredoc_names: Vec<String>;
+        let sources = if common.heredocs.is_empty() {
+            &common.sources
+        } else {
+            heredoc_names = common.heredocs.iter().map(|h| h.name.clone()).collect();
+            &heredoc_names
+        };
+        let mut items = copy::plan(&side, sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
         copy::hash_items(&mut items, ctx_for_hash)?;
         let digest = copy::items_digest(&items);
         let keyword = inst.kind.keyword();
