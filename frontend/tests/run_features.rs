@@ -215,12 +215,18 @@ fn heredocs_in_run_and_copy() {
     let Some(f) = Forge::with_base() else { return };
     let ctx = context(&[(
         "Dockerfile",
-        "FROM busybox:local\nRUN <<EOF\necho line1 > /heredoc.txt\necho line2 >> /heredoc.txt\nEOF\nCOPY <<EOF /etc/greeting\nhello from a heredoc\nsecond line\nEOF\nRUN <<EOT sh\necho \"shell=$0\" > /interp.txt\nEOT\nCOPY <<A /a.txt <<B /multi/\nno dest\nA\nbee\nB\n",
+        "FROM busybox:local\nRUN <<EOF\necho line1 > /heredoc.txt\necho line2 >> /heredoc.txt\nEOF\nCOPY <<EOF /etc/greeting\nhello from a heredoc\nsecond line\nEOF\nRUN <<'EOT' sh\necho \"shell=$0\" > /interp.txt\nEOT\nRUN <<EOT cat > /copied.txt\nnot a command\nEOT\nCOPY <<A <<B /multi/\naaa\nA\nbee\nB\n",
     )]);
     let (_, fs) = build_rootfs(&f, ctx.path(), &[]);
     assert_eq!(read(&fs, "heredoc.txt"), "line1\nline2\n");
     assert_eq!(read(&fs, "etc/greeting"), "hello from a heredoc\nsecond line\n");
-    assert!(read(&fs, "interp.txt").starts_with("shell=sh"), "{}", read(&fs, "interp.txt"));
+    // A heredoc with a command after it is that command's stdin (quoted: no expansion by
+    // the outer shell, so $0 is the inner sh).
+    assert_eq!(read(&fs, "interp.txt"), "shell=sh\n");
+    assert_eq!(read(&fs, "copied.txt"), "not a command\n");
+    // Several heredoc sources: each file is named after its delimiter.
+    assert_eq!(read(&fs, "multi/A"), "aaa\n");
+    assert_eq!(read(&fs, "multi/B"), "bee\n");
 }
 
 #[test]
@@ -229,7 +235,9 @@ fn user_workdir_env_shell_apply_to_run() {
     let ctx = context(&[(
         "Dockerfile",
         r#"FROM busybox:local
-ENV GREETING=hi OTHER=${GREETING}-there
+ENV GREETING=hi
+ENV OTHER=${GREETING}-there SAME=${GREETING}x GREETING=changed
+ENV GREETING=hi
 WORKDIR /work
 WORKDIR sub
 USER app
@@ -252,6 +260,8 @@ RUN echo "$FROM_SHELL" > /shell.txt && id -u > /root-uid.txt
     assert_eq!(cfg["User"], "root");
     let env: Vec<&str> = cfg["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(env.contains(&"GREETING=hi") && env.contains(&"OTHER=hi-there"), "{env:?}");
+    // Within one ENV, references see the values from before the instruction (as in Docker).
+    assert!(env.contains(&"SAME=hix"), "{env:?}");
     assert_eq!(cfg["Shell"], serde_json::json!(["/bin/env", "FROM_SHELL=yes", "/bin/sh", "-c"]));
 }
 
@@ -267,7 +277,7 @@ fn failing_run_names_the_step_line_and_last_output() {
     let err = &b.out.stderr;
     assert!(err.contains("RUN echo first-line && echo second-line >&2 && exit 3"), "the step is not named:\n{err}");
     assert!(err.contains(":3"), "line 3 is not named:\n{err}");
-    assert!(err.contains("3") && (err.contains("exit code 3") || err.contains("exit status 3") || err.contains("code: 3")), "the exit status is not named:\n{err}");
+    assert!(err.contains("3") && (err.contains("code 3") || err.contains("exit status 3") || err.contains("code: 3")), "the exit status is not named:\n{err}");
     let tail = err.rsplit("last output").next().unwrap_or("");
     assert!(tail.contains("first-line") && tail.contains("second-line"), "the last output lines are missing:\n{err}");
     assert!(!b.progress.has_step("never-runs"), "a step after the failure started:\n{err}");
