@@ -42,6 +42,11 @@ pub struct CopyItem {
     pub top: bool,
 }
 
+/// Permission bits of build-context files that depend on the checkout's umask rather than on
+/// the project (group and other write). COPY from the context clears them, as a checkout under
+/// umask 022 would have; `--chmod` replaces the source mode entirely.
+pub const CHECKOUT_NOISE_BITS: u32 = 0o022;
+
 /// The flags that shape a copy.
 #[derive(Clone, Debug, Default)]
 pub struct CopyFlags {
@@ -266,10 +271,15 @@ pub fn plan(
     }
 
     for it in &mut items {
-        // Files from the build context belong to root unless --chown says otherwise.
+        // Files from the build context belong to root unless --chown says otherwise, and their
+        // group/other write bits are checkout noise (umask 002 vs 022): cleared in the key and
+        // in the layer alike, so a cache made on one machine hits on another.
         if matches!(side, SourceSide::Context(_)) {
             it.uid = 0;
             it.gid = 0;
+            if it.kind != Kind::Symlink {
+                it.mode &= !CHECKOUT_NOISE_BITS;
+            }
         }
         if let Some((u, g)) = flags.chown {
             it.uid = u;
@@ -668,6 +678,49 @@ mod tests {
         let view = LayeredView::new(vec![]);
         let err = plan(&SourceSide::Context(&ctx), &["nope.txt".into()], "/", "/", &CopyFlags::default(), &view, &loc()).unwrap_err();
         assert!(err.to_string().contains("\"nope.txt\" not found"), "{err}");
+    }
+
+    #[test]
+    fn checkout_umask_does_not_change_the_digest() {
+        use std::os::unix::fs::PermissionsExt;
+        let (t, _ctx) = ctx_with(&[("d/f", "same"), ("d/x", "exec")]);
+        let set = |p: &str, m: u32| std::fs::set_permissions(t.path().join(p), std::fs::Permissions::from_mode(m)).unwrap();
+        let view = LayeredView::new(vec![]);
+        let f = CopyFlags::default();
+        let digest_of = |ctx: &Context| {
+            let mut items = plan(&SourceSide::Context(ctx), &["d".into()], "/d", "/", &f, &view, &loc()).unwrap();
+            hash_items(&mut items, Some(ctx)).unwrap();
+            (items_digest(&items), items.iter().map(|i| i.mode).collect::<Vec<_>>())
+        };
+        // umask 022 checkout
+        set("d", 0o755);
+        set("d/f", 0o644);
+        set("d/x", 0o755);
+        let c022 = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let a = digest_of(&c022);
+        // umask 002 checkout of the same files
+        set("d", 0o775);
+        set("d/f", 0o664);
+        set("d/x", 0o775);
+        let c002 = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let b = digest_of(&c002);
+        assert_eq!(a, b, "group/other write bits are checkout noise");
+        assert_eq!(a.1, vec![0o755, 0o644, 0o755]);
+        // The executable bit is real content: it changes the digest.
+        set("d/f", 0o775);
+        let c = digest_of(&Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap());
+        assert_ne!(a.0, c.0);
+        // With --chmod the source mode never matters.
+        let chmod = CopyFlags { chmod: Some(0o600), ..CopyFlags::default() };
+        let with = |ctx: &Context| {
+            let mut items = plan(&SourceSide::Context(ctx), &["d/f".into()], "/f", "/", &chmod, &view, &loc()).unwrap();
+            hash_items(&mut items, Some(ctx)).unwrap();
+            items_digest(&items)
+        };
+        let before = with(&Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap());
+        set("d/f", 0o640);
+        let after = with(&Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap());
+        assert_eq!(before, after);
     }
 
     #[test]
