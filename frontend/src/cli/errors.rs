@@ -32,6 +32,8 @@ impl Failure {
     pub fn from_error(e: Error, dockerfile: Option<(&str, &str)>) -> Failure {
         let code = match &e {
             Error::Usage(_) => 2,
+            // `--target` names a stage the Dockerfile lacks: the command line is wrong.
+            Error::Solve(SolveError::UnknownTarget { .. }) => 2,
             _ => 1,
         };
         let message = match (&e, dockerfile) {
