@@ -345,6 +345,7 @@ impl Build {
         opts.source_date_epoch = self.source_date_epoch;
         opts.allow_insecure = self.allow_insecure;
         opts.explain = self.explain;
+        opts.url_fetcher = forge_solver::Fetcher(Some(Arc::new(crate::fetch::HttpFetcher::default())));
         if let Some(n) = self.max_parallel_runs {
             opts.max_parallel_runs = n;
         }

@@ -38,6 +38,7 @@
 
 mod builder;
 mod error;
+mod fetch;
 pub mod output;
 pub mod registry_images;
 

@@ -175,17 +175,42 @@ fn present(v: Option<&Value>) -> Option<Value> {
     }
 }
 
+/// Rewrites history text where the engine's BuildKit (v0.8, Docker 20.10) and current BuildKit,
+/// which forge follows, print the same step differently. Each rule is in the README.
+fn normalize_created_by(by: &str) -> String {
+    let (word, rest) = by.split_once(' ').unwrap_or((by, ""));
+    match word {
+        // v0.8 prints `%q` of a pointer to the struct, current BuildKit `%+v` of the struct.
+        // The values themselves are compared through config.Healthcheck.
+        "HEALTHCHECK" => "HEALTHCHECK …".to_string(),
+        // v0.8: `EXPOSE map[80/tcp:{} …]` (sorted); current: `EXPOSE [80/tcp …]` (in order).
+        "EXPOSE" => {
+            let inner = rest.trim_start_matches("map").trim_start_matches('[').trim_end_matches(']');
+            let ports: BTreeSet<&str> = inner.split_whitespace().map(|p| p.trim_end_matches(":{}")).collect();
+            format!("EXPOSE {}", ports.into_iter().collect::<Vec<_>>().join(" "))
+        }
+        // v0.8 prints the Dockerfile's own default; current BuildKit the value the ARG got.
+        // Values are compared through the `|N K=V` prefix of RUN entries and the files.
+        "ARG" => format!("ARG {}", rest.split(' ').map(|kv| kv.split('=').next().unwrap_or("")).collect::<Vec<_>>().join(" ")),
+        // Current BuildKit records --parents, --chown and --chmod; v0.8 records no flags.
+        "COPY" | "ADD" => {
+            let kept: Vec<&str> = rest
+                .split(' ')
+                .filter(|w| !(w.starts_with("--chown=") || w.starts_with("--chmod=") || *w == "--parents"))
+                .collect();
+            format!("{word} {}", kept.join(" "))
+        }
+        _ => by.to_string(),
+    }
+}
+
 /// One history entry as compared.
 fn history_entry(h: &Value) -> String {
     let mut by = h.get("created_by").and_then(Value::as_str).unwrap_or("").to_string();
     if let Some(rest) = by.strip_suffix(" # forge") {
         by = format!("{rest} # buildkit");
     }
-    if by.starts_with("HEALTHCHECK ") {
-        // The engine's BuildKit prints `%q` of the struct; current BuildKit prints `%+v`, as
-        // forge does. The values themselves are compared through config.Healthcheck.
-        by = "HEALTHCHECK …".to_string();
-    }
+    by = normalize_created_by(&by);
     let comment = match h.get("comment").and_then(Value::as_str) {
         Some("forge.dockerfile.v0") | Some("buildkit.dockerfile.v0") => " (dockerfile)",
         Some(_) => " (other comment)",
@@ -202,7 +227,7 @@ struct Diff {
 }
 
 fn compare_configs(forge: &Value, docker: &Value, diffs: &mut Vec<Diff>) {
-    for f in ["architecture", "os"] {
+    for f in ["architecture", "os", "author"] {
         let (a, b) = (present(forge.get(f)), present(docker.get(f)));
         if a != b {
             diffs.push(Diff { key: format!("config {f}"), detail: format!("forge={a:?} buildkit={b:?}") });

@@ -26,6 +26,7 @@ use crate::explain::{self, StepMemory};
 use crate::images::{ImageSource, ResolvedImage};
 use crate::key::{CacheKey, KeyBuilder};
 use crate::layered::LayeredView;
+use petgraph::graph::{DiGraph, NodeIndex};
 use crate::remote::{RemoteCaches, StepRecord};
 
 /// A secret's bytes. Never printed.
@@ -77,6 +78,8 @@ pub struct BuildOptions {
     pub explain: bool,
     /// Imported build caches, asked after the local store misses.
     pub remote_caches: RemoteCaches,
+    /// Downloads `ADD https://…` sources.
+    pub url_fetcher: crate::fetch::Fetcher,
 }
 
 impl BuildOptions {
@@ -102,6 +105,7 @@ impl BuildOptions {
             max_parallel_runs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             explain: false,
             remote_caches: RemoteCaches::default(),
+            url_fetcher: crate::fetch::Fetcher::default(),
         }
     }
 }
@@ -411,7 +415,26 @@ impl Build<'_> {
     }
 
     fn run_all(&self) -> Result<BuildOutput, SolveError> {
-        let order: Vec<usize> = (0..self.df.stages.len()).filter(|&i| self.plan.reachable[i]).collect();
+        // The stage graph: an edge from each stage to the stages that need it. Stages start in
+        // topological order, each on its own thread, and wait only for their own inputs, so
+        // independent stages run side by side.
+        let mut graph: DiGraph<usize, ()> = DiGraph::new();
+        let nodes: HashMap<usize, NodeIndex> = (0..self.df.stages.len())
+            .filter(|&i| self.plan.reachable[i])
+            .map(|i| (i, graph.add_node(i)))
+            .collect();
+        for (&i, &n) in &nodes {
+            for d in &self.plan.deps[i] {
+                if let Some(&dn) = nodes.get(d) {
+                    graph.add_edge(dn, n, ());
+                }
+            }
+        }
+        let order: Vec<usize> = petgraph::algo::toposort(&graph, None)
+            .map_err(|c| SolveError::Other(format!("circular dependency on stage {}", graph[c.node_id()])))?
+            .into_iter()
+            .map(|n| graph[n])
+            .collect();
         std::thread::scope(|s| {
             for &i in &order {
                 s.spawn(move || {
@@ -650,8 +673,18 @@ impl Build<'_> {
     fn step(&self, idx: usize, inst: &Instruction, name: &str, st: &mut StageState) -> Result<(), SolveError> {
         let loc = location(inst);
         match &inst.kind {
-            InstructionKind::Arg(_) => {
+            InstructionKind::Arg(defs) => {
                 st.scope.apply(&inst.kind).map_err(|e| SolveError::step(&loc, e.to_string()))?;
+                // History: `ARG K=V` with the value each got (build-arg, default or global), or
+                // the bare name when it has none, as BuildKit records it.
+                let words: Vec<String> = defs
+                    .iter()
+                    .map(|d| match st.scope.declared_args().iter().rev().find(|(k, _)| *k == d.name) {
+                        Some((k, Some(v))) => format!("{k}={v}"),
+                        _ => d.name.clone(),
+                    })
+                    .collect();
+                self.history(st, format!("ARG {}", words.join(" ")), true);
                 return Ok(());
             }
             InstructionKind::Env(_) => {
@@ -670,19 +703,30 @@ impl Build<'_> {
             InstructionKind::Run(run) => self.run_step(idx, inst, name, run, st),
             InstructionKind::Copy(c) => {
                 let from = c.from.clone();
-                self.copy_step(idx, inst, name, &c.common, from.as_deref(), c.parents, false, st)
+                self.copy_step(idx, inst, name, &c.common, from.as_deref(), c.parents, false, st, None)
             }
             InstructionKind::Add(a) => {
-                for s in &a.common.sources {
-                    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") || s.ends_with(".git") {
-                        return Err(SolveError::Step {
-                            location: loc,
-                            message: format!("ADD of remote source {s:?} is not supported by forge yet"),
-                            help: Some("download the file in a RUN step, or COPY it from the build context".into()),
-                        });
-                    }
+                let is_git = |s: &str| s.starts_with("git@") || s.starts_with("git://") || (crate::fetch::is_url(s) && s.split('#').next().unwrap_or("").ends_with(".git"));
+                if let Some(g) = a.common.sources.iter().find(|s| is_git(s)) {
+                    return Err(SolveError::Step {
+                        location: loc,
+                        message: format!("ADD of a git repository ({g}) is not supported by forge yet"),
+                        help: Some("clone it in a RUN step, or COPY a checkout from the build context".into()),
+                    });
                 }
-                self.copy_step(idx, inst, name, &a.common, None, false, a.unpack != Some(false), st)
+                let urls: Vec<&String> = a.common.sources.iter().filter(|s| crate::fetch::is_url(s)).collect();
+                if urls.is_empty() {
+                    return self.copy_step(idx, inst, name, &a.common, None, false, a.unpack != Some(false), st, None);
+                }
+                if urls.len() != a.common.sources.len() {
+                    return Err(SolveError::step(&loc, "ADD cannot mix URLs and local sources; use one ADD for each"));
+                }
+                let dl = crate::fetch::download(self.opts.url_fetcher.0.as_deref(), &urls, a.checksum.as_deref(), self.store, &loc)?;
+                let mut common = a.common.clone();
+                common.sources = dl.names.clone();
+                let from_key = format!("url:{}", urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" "));
+                // Remote files are never unpacked, as in BuildKit.
+                self.copy_step(idx, inst, name, &common, None, false, false, st, Some((dl.context.clone(), from_key)))
             }
             InstructionKind::Workdir(w) => self.workdir_step(idx, inst, name, w, st),
             InstructionKind::Expose(ports) => {
@@ -973,6 +1017,7 @@ impl Build<'_> {
         parents: bool,
         unpack: bool,
         st: &mut StageState,
+        side_override: Option<(Arc<Context>, String)>,
     ) -> Result<(), SolveError> {
         let loc = location(inst);
         let id = self.step_id();
@@ -998,7 +1043,11 @@ impl Build<'_> {
         let from_view;
         let ctx_holder;
         let mut from_key = String::from("context");
-        let side = if !common.heredocs.is_empty() {
+        let side = if let Some((ctx, key)) = side_override {
+            ctx_holder = ctx;
+            from_key = key;
+            SourceSide::Context(&ctx_holder)
+        } else if !common.heredocs.is_empty() {
             heredoc_dir = self.store.temp_dir("heredoc")?;
             for h in &common.heredocs {
                 std::fs::write(heredoc_dir.path().join(&h.name), &h.content).map_err(|e| SolveError::io(heredoc_dir.path(), e))?;
@@ -1070,7 +1119,8 @@ impl Build<'_> {
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
-        let created_by = format!("{} {} # forge", keyword, inst.source.trim().splitn(2, char::is_whitespace).nth(1).unwrap_or(""));
+        let expanded = inst.kind.expand(st.scope.lexer(), &st.scope.env()).ok();
+        let created_by = format!("{} # forge", expanded.as_ref().and_then(config::copy_history).unwrap_or_else(|| keyword.to_string()));
         self.push_layer(idx, st, key, v, created_by);
         Ok(())
     }

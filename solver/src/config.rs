@@ -157,6 +157,32 @@ pub fn healthcheck_history(hc: &HealthConfig) -> String {
     )
 }
 
+/// The history text of an (expanded) COPY or ADD, as BuildKit writes it: the keyword, then
+/// `--parents`, `--chown=…` and `--chmod=…` when given (never `--from`, `--link` or
+/// `--exclude`), the sources, heredoc sources as `<<NAME`, and the destination. Other
+/// instructions give None.
+pub fn copy_history(kind: &InstructionKind) -> Option<String> {
+    let (keyword, common, parents) = match kind {
+        InstructionKind::Copy(c) => ("COPY", &c.common, c.parents),
+        InstructionKind::Add(a) => ("ADD", &a.common, false),
+        _ => return None,
+    };
+    let mut words = vec![keyword.to_string()];
+    if parents {
+        words.push("--parents".into());
+    }
+    if let Some(c) = &common.chown {
+        words.push(format!("--chown={c}"));
+    }
+    if let Some(m) = &common.chmod {
+        words.push(format!("--chmod={m}"));
+    }
+    words.extend(common.sources.iter().cloned());
+    words.extend(common.heredocs.iter().map(|h| format!("<<{}", h.name)));
+    words.push(common.dest.clone());
+    Some(words.join(" "))
+}
+
 /// Applies a metadata instruction (already expanded) to the config. Returns the history
 /// `created_by` text. `cmd_set` tracks whether this stage set CMD, so ENTRYPOINT only resets an
 /// inherited one. Instructions that touch the filesystem are not handled here.
@@ -330,6 +356,30 @@ mod tests {
             apply_metadata(&mut c, &InstructionKind::Healthcheck(Healthcheck::None), &mut set).unwrap(),
             "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}"
         );
+    }
+
+    #[test]
+    fn copy_history_keeps_buildkit_flags_only() {
+        use forge_parser::{Copy, CopyCommon, Heredoc};
+        let common = CopyCommon {
+            sources: vec!["a".into(), "b/".into()],
+            dest: "/dst/".into(),
+            chown: Some("app:app".into()),
+            chmod: Some("0755".into()),
+            link: true,
+            exclude: vec!["*.md".into()],
+            heredocs: vec![],
+        };
+        let c = InstructionKind::Copy(Copy { common: common.clone(), from: Some("build".into()), parents: true });
+        assert_eq!(copy_history(&c).unwrap(), "COPY --parents --chown=app:app --chmod=0755 a b/ /dst/");
+        let h = Heredoc { name: "EOF".into(), content: "x\n".into(), expand: true, chomp: false };
+        let c = InstructionKind::Copy(Copy {
+            common: CopyCommon { sources: vec![], heredocs: vec![h], chown: None, chmod: None, ..common },
+            from: None,
+            parents: false,
+        });
+        assert_eq!(copy_history(&c).unwrap(), "COPY <<EOF /dst/");
+        assert_eq!(copy_history(&InstructionKind::User("x".into())), None);
     }
 
     #[test]

@@ -210,7 +210,9 @@ pub fn pull(root: Option<PathBuf>, a: PullArgs) -> Result<ExitCode, Failure> {
         Some(p) => Platform::parse(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => Platform::host(),
     };
-    let images = forge::registry_images::RegistryImages::new(store, &a.insecure_registries)?;
+    // The lease keeps a concurrent prune from collecting blobs before the tag is written.
+    let _lease = store.lease()?;
+    let images = forge::registry_images::RegistryImages::new(store.clone(), &a.insecure_registries)?;
     let img = images.pull(&a.reference, &platform, &registry_progress)?;
     println!("{}", img.manifest_digest);
     Ok(ExitCode::SUCCESS)
@@ -301,6 +303,7 @@ pub struct LoadArgs {
 
 pub fn load(root: Option<PathBuf>, a: LoadArgs) -> Result<ExitCode, Failure> {
     let store = open_store(root)?;
+    let _lease = store.lease()?;
     let _spool;
     let path = match &a.input {
         Some(p) => p.clone(),
@@ -334,6 +337,7 @@ pub fn load(root: Option<PathBuf>, a: LoadArgs) -> Result<ExitCode, Failure> {
 /// manifest digest to build from.
 pub fn import_oci_layout(root: &Path, spec: &str) -> Result<String, Failure> {
     let store = Store::open(root).map_err(Failure::from)?;
+    let _lease = store.lease()?;
     let (path, tag) = match spec.rsplit_once(':') {
         Some((p, t)) if !t.contains('/') && Path::new(p).exists() => (p, Some(t)),
         _ => (spec, None),
@@ -361,6 +365,7 @@ pub struct ImportArgs {
 pub fn import(root: Option<PathBuf>, a: ImportArgs) -> Result<ExitCode, Failure> {
     use forge_oci::layer::{write_layer, LayerOptions, SourceKind};
     let store = open_store(root)?;
+    let _lease = store.lease()?;
     let tmp = store.temp_dir("import")?;
     let dir = if a.source.is_dir() {
         a.source.clone()
