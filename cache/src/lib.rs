@@ -110,6 +110,7 @@ mod gc;
 mod images;
 mod lock;
 mod records;
+pub mod remote;
 mod snapshot;
 mod store;
 mod tags;
