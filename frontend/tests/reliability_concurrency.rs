@@ -68,7 +68,11 @@ fn eight_concurrent_builds_match_sequential_digests() {
         .enumerate()
         .map(|(i, c)| digest_of(&build_cmd(&seq, c.path(), base, &format!("v:{i}")).output().unwrap(), "sequential build"))
         .collect();
-    assert_eq!(want.iter().collect::<std::collections::BTreeSet<_>>().len(), 8, "variants must differ: {want:?}");
+    assert_eq!(
+        want.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        8,
+        "variants must differ: {want:?}"
+    );
 
     // Two rounds on one fresh store: the first contends on a cold cache, the second on a warm one.
     let f = Forge::new();
@@ -83,8 +87,11 @@ fn eight_concurrent_builds_match_sequential_digests() {
                 cmd.spawn().unwrap()
             })
             .collect();
-        let got: Vec<String> =
-            children.into_iter().enumerate().map(|(i, ch)| digest_of(&ch.wait_with_output().unwrap(), &format!("concurrent build {i} (round {round})"))).collect();
+        let got: Vec<String> = children
+            .into_iter()
+            .enumerate()
+            .map(|(i, ch)| digest_of(&ch.wait_with_output().unwrap(), &format!("concurrent build {i} (round {round})")))
+            .collect();
         eprintln!("round {round}: 8 concurrent builds in {:?}", t0.elapsed());
         assert_eq!(got, want, "round {round}: concurrent digests differ from sequential ones");
         for (i, d) in want.iter().enumerate() {

@@ -62,14 +62,15 @@ fn killed_builds_leave_a_consistent_store_and_reusable_cache() {
     let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
 
     // A reference build measures how long a cold build takes; kill delays are spread over
-    // that span (plus a little), so kills land in the base import, both RUNs, the COPY of
+    // most of that span, so kills land in the base import, both RUNs, the COPY of
     // 1 MB, layer compression, record writes and the tag update.
     let t0 = Instant::now();
     let first = f.cmd().args(build_args(ctx.path(), &base, "ref")).envs(sde).output().unwrap();
     assert!(first.status.success(), "reference build failed:\n{}", String::from_utf8_lossy(&first.stderr));
     let cold = t0.elapsed();
     eprintln!("cold build took {cold:?}");
-    let span_ms = (cold.as_millis() as u64 * 11 / 10).max(200);
+    // Later rounds find the base imported already and run faster than this first one.
+    let span_ms = (cold.as_millis() as u64 * 7 / 10).max(200);
 
     let budget = Duration::from_secs(std::env::var("FORGE_REL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(110));
     let started = Instant::now();
@@ -101,7 +102,10 @@ fn killed_builds_leave_a_consistent_store_and_reusable_cache() {
             Fate::Killed { leftovers } => {
                 kills += 1;
                 leftovers_seen += leftovers;
-                assert_eq!(leftovers, 0, "round {tag}: {leftovers} processes outlived the killed forge (at {delay:?})\n{killed_log}");
+                assert_eq!(
+                    leftovers, 0,
+                    "round {tag}: {leftovers} processes outlived the killed forge (at {delay:?})\n{killed_log}"
+                );
             }
         }
         assert_store_clean(&f, &format!("round {tag} ({fate:?} at {delay:?})"));
@@ -110,11 +114,18 @@ fn killed_builds_leave_a_consistent_store_and_reusable_cache() {
         let before = Progress::parse(&killed_log);
         let again = f.cmd().args(&args).envs(sde).output().unwrap();
         let again_err = String::from_utf8_lossy(&again.stderr).into_owned();
-        assert!(again.status.success(), "round {tag}: build after kill failed:\n{again_err}\n--- killed build's log\n{killed_log}");
+        assert!(
+            again.status.success(),
+            "round {tag}: build after kill failed:\n{again_err}\n--- killed build's log\n{killed_log}"
+        );
         let after = Progress::parse(&again_err);
         for s in before.steps.iter().filter(|s| s.done && !s.is_from()) {
             let same = after.step(s.instruction());
-            assert!(same.cached, "round {tag}: step {:?} finished before the kill but ran again\n{again_err}\n--- killed\n{killed_log}", s.name);
+            assert!(
+                same.cached,
+                "round {tag}: step {:?} finished before the kill but ran again\n{again_err}\n--- killed\n{killed_log}",
+                s.name
+            );
             reused_steps += 1;
         }
         if round % 4 == 3 {
@@ -122,7 +133,10 @@ fn killed_builds_leave_a_consistent_store_and_reusable_cache() {
         }
         // And the image the tag names is complete and loadable.
         let img = f.inspect("crash:latest");
-        assert!(img.to_string().contains(&format!("\"round\":\"{tag}\"")) || img.to_string().contains(&tag), "round {tag}: crash:latest does not name this round's image: {img}");
+        assert!(
+            img.to_string().contains(&format!("\"round\":\"{tag}\"")) || img.to_string().contains(&tag),
+            "round {tag}: crash:latest does not name this round's image: {img}"
+        );
     }
     eprintln!(
         "killed_builds: {kills} kills, {finished_first} builds finished before their kill time, {reused_steps} completed steps reused, {leftovers_seen} leftover processes, in {:?}",
@@ -189,7 +203,11 @@ fn killed_save_load_and_prune_leave_a_consistent_store() {
                 let probe = Forge::new();
                 let o = probe.run(&["load", "-i", &out_s]);
                 if o.code == 0 {
-                    assert_eq!(probe.inspect("crash:latest")["manifest"], want["manifest"], "a killed save left a different image");
+                    assert_eq!(
+                        probe.inspect("crash:latest")["manifest"],
+                        want["manifest"],
+                        "a killed save left a different image"
+                    );
                 }
                 assert_store_clean(&probe, "loading a partial save");
             }

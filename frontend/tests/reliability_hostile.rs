@@ -61,7 +61,11 @@ impl Bait {
     fn untouched(&self, what: &str) {
         let l = listing(self.path());
         assert_eq!(l, vec![PathBuf::from("hostfile")], "{what}: something was written outside the image: {l:?}");
-        assert_eq!(std::fs::read(self.path().join("hostfile")).unwrap(), self.secret, "{what}: the host file changed");
+        assert_eq!(
+            std::fs::read(self.path().join("hostfile")).unwrap(),
+            self.secret,
+            "{what}: the host file changed"
+        );
     }
 }
 
@@ -78,7 +82,11 @@ fn copy_never_reads_through_symlinks_out_of_the_context() {
     //    as a symlink (or not at all), never as the host file's bytes.
     let ctx = context(&[("Dockerfile", "FROM busybox\nCOPY dir/ /dir/\nCOPY l* /top/\n"), ("dir/ok", "fine")]);
     symlink(&host, ctx.path().join("dir/abs")).unwrap();
-    symlink("../../../../../../../../..".to_string() + &host.display().to_string(), ctx.path().join("dir/rel")).unwrap();
+    symlink(
+        "../../../../../../../../..".to_string() + &host.display().to_string(),
+        ctx.path().join("dir/rel"),
+    )
+    .unwrap();
     symlink(&host, ctx.path().join("link1")).unwrap();
     std::fs::write(ctx.path().join("lplain"), "plain").unwrap();
     let (o, dest) = build_local(&f, ctx.path(), "sym1");
@@ -95,7 +103,15 @@ fn copy_never_reads_through_symlinks_out_of_the_context() {
 
     // 2. The named source itself is a symlink out of the context (file and directory): forge
     //    must refuse, or copy only the link; never the host file.
-    for (i, df) in ["FROM busybox\nCOPY x /x\n", "FROM busybox\nCOPY x /\n", "FROM busybox\nCOPY d/ /d/\n", "FROM busybox\nCOPY d/hostfile /h\n"].iter().enumerate() {
+    for (i, df) in [
+        "FROM busybox\nCOPY x /x\n",
+        "FROM busybox\nCOPY x /\n",
+        "FROM busybox\nCOPY d/ /d/\n",
+        "FROM busybox\nCOPY d/hostfile /h\n",
+    ]
+    .iter()
+    .enumerate()
+    {
         let ctx = context(&[("Dockerfile", df)]);
         symlink(&host, ctx.path().join("x")).unwrap();
         symlink(bait.path(), ctx.path().join("d")).unwrap();
@@ -105,7 +121,11 @@ fn copy_never_reads_through_symlinks_out_of_the_context() {
             let hits = find_bytes(&dest, &bait.secret);
             assert!(hits.is_empty(), "{df:?}: the image holds the host file's content: {hits:?}\n{}", o.stderr);
         } else {
-            assert!(o.stderr.contains("ERROR") || o.stderr.contains("error"), "{df:?}: refused without a clear error:\n{}", o.stderr);
+            assert!(
+                o.stderr.contains("ERROR") || o.stderr.contains("error"),
+                "{df:?}: refused without a clear error:\n{}",
+                o.stderr
+            );
         }
         eprintln!("{df:?}: exit {}", o.code);
     }
@@ -158,22 +178,54 @@ fn add_archives_cannot_write_outside_the_image() {
     let f = Forge::new();
     let deep = "../".repeat(12);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("dotdot", tar_of(&[tar_entry("ok", b'0', "", b"ok"), tar_entry(&format!("{deep}{out_rel}/pwned"), b'0', "", b"pwned")])),
-        ("dotdot-middle", tar_of(&[tar_entry(&format!("a/../../{deep}{out_rel}/pwned2"), b'0', "", b"pwned")])),
+        (
+            "dotdot",
+            tar_of(&[
+                tar_entry("ok", b'0', "", b"ok"),
+                tar_entry(&format!("{deep}{out_rel}/pwned"), b'0', "", b"pwned"),
+            ]),
+        ),
+        (
+            "dotdot-middle",
+            tar_of(&[tar_entry(&format!("a/../../{deep}{out_rel}/pwned2"), b'0', "", b"pwned")]),
+        ),
         ("absolute", tar_of(&[tar_entry(&format!("{out}/abs-pwned"), b'0', "", b"pwned")])),
-        ("symlink-then-write", tar_of(&[tar_entry("esc", b'2', &out, b""), tar_entry("esc/through-link", b'0', "", b"pwned")])),
+        (
+            "symlink-then-write",
+            tar_of(&[tar_entry("esc", b'2', &out, b""), tar_entry("esc/through-link", b'0', "", b"pwned")]),
+        ),
         (
             "relative-symlink-then-write",
-            tar_of(&[tar_entry("resc", b'2', &format!("{deep}{out_rel}"), b""), tar_entry("resc/through-rel-link", b'0', "", b"pwned")]),
+            tar_of(&[
+                tar_entry("resc", b'2', &format!("{deep}{out_rel}"), b""),
+                tar_entry("resc/through-rel-link", b'0', "", b"pwned"),
+            ]),
         ),
-        ("symlink-dir-chain", tar_of(&[tar_entry("a", b'5', "", b""), tar_entry("a/b", b'2', "../../../../../../..", b""), tar_entry(&format!("a/b/{out_rel}/chain"), b'0', "", b"pwned")])),
+        (
+            "symlink-dir-chain",
+            tar_of(&[
+                tar_entry("a", b'5', "", b""),
+                tar_entry("a/b", b'2', "../../../../../../..", b""),
+                tar_entry(&format!("a/b/{out_rel}/chain"), b'0', "", b"pwned"),
+            ]),
+        ),
         ("hardlink-absolute", tar_of(&[tar_entry("hl", b'1', &format!("{out}/hostfile"), b"")])),
         ("hardlink-dotdot", tar_of(&[tar_entry("hl2", b'1', &format!("{deep}{out_rel}/hostfile"), b"")])),
         (
             "symlink-then-hardlink",
-            tar_of(&[tar_entry("sl", b'2', &format!("{out}/hostfile"), b""), tar_entry("hl3", b'1', "sl", b""), tar_entry("hl3", b'0', "", b"overwrite")]),
+            tar_of(&[
+                tar_entry("sl", b'2', &format!("{out}/hostfile"), b""),
+                tar_entry("hl3", b'1', "sl", b""),
+                tar_entry("hl3", b'0', "", b"overwrite"),
+            ]),
         ),
-        ("symlink-then-overwrite", tar_of(&[tar_entry("target", b'2', &format!("{out}/hostfile"), b""), tar_entry("target", b'0', "", b"overwritten")])),
+        (
+            "symlink-then-overwrite",
+            tar_of(&[
+                tar_entry("target", b'2', &format!("{out}/hostfile"), b""),
+                tar_entry("target", b'0', "", b"overwritten"),
+            ]),
+        ),
     ];
     let mut refused = 0;
     for (name, bytes) in &cases {
@@ -256,7 +308,10 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
     onbuild.push_str("FROM o199\nRUN true\n");
     cases.push(("200 ONBUILD generations".into(), onbuild));
     cases.push(("ONBUILD ONBUILD".into(), "FROM busybox\nONBUILD ONBUILD RUN true\n".into()));
-    cases.push(("100k-char heredoc delimiter".into(), format!("FROM busybox\nRUN <<{}\ntrue\n{}\n", "E".repeat(100_000), "E".repeat(100_000))));
+    cases.push((
+        "100k-char heredoc delimiter".into(),
+        format!("FROM busybox\nRUN <<{}\ntrue\n{}\n", "E".repeat(100_000), "E".repeat(100_000)),
+    ));
 
     for (name, df) in &cases {
         let ctx = context(&[("Dockerfile", df.as_str())]);
@@ -268,7 +323,13 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
             "{name}: exit {} (peak RSS so far {} MiB) {}",
             o.code,
             after / 1024,
-            o.stderr.lines().find(|l| l.contains("ERROR") || l.starts_with("error")).unwrap_or("").chars().take(200).collect::<String>()
+            o.stderr
+                .lines()
+                .find(|l| l.contains("ERROR") || l.starts_with("error"))
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect::<String>()
         );
         assert!(after < 3 << 20 || after == before, "{name}: forge used {} MiB", after / 1024);
         if name == "ONBUILD ONBUILD" {
@@ -360,7 +421,9 @@ fn lying_oci_layouts_are_refused_on_load() {
                 m["layers"][0]["size"] = (s / 2).into();
             })
         }),
-        ("layer size is enormous", |d| rewrite_manifest(d, |m| m["layers"][0]["size"] = (1u64 << 50).into())),
+        ("layer size is enormous", |d| {
+            rewrite_manifest(d, |m| m["layers"][0]["size"] = (1u64 << 50).into())
+        }),
         ("layer bytes do not match the digest", |d| {
             let i = json(&d.join("index.json"));
             let m = json(&blob(d, i["manifests"][0]["digest"].as_str().unwrap()));
@@ -380,7 +443,9 @@ fn lying_oci_layouts_are_refused_on_load() {
         ("layer digest points to a missing blob", |d| {
             rewrite_manifest(d, |m| m["layers"][0]["digest"] = format!("sha256:{}", "ab".repeat(32)).into())
         }),
-        ("digest is a path traversal", |d| rewrite_manifest(d, |m| m["layers"][0]["digest"] = "sha256:../../../../etc/passwd".into())),
+        ("digest is a path traversal", |d| {
+            rewrite_manifest(d, |m| m["layers"][0]["digest"] = "sha256:../../../../etc/passwd".into())
+        }),
         ("negative size", |d| rewrite_manifest(d, |m| m["layers"][0]["size"] = (-1i64).into())),
     ];
     let mut refused = 0;

@@ -17,9 +17,10 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(label: &str) -> Rng {
-        let seed = std::env::var("FORGE_REL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed = std::env::var("FORGE_REL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
         eprintln!("{label}: seed {seed} (set FORGE_REL_SEED={seed} to replay)");
         Rng(seed | 1)
     }
@@ -50,7 +51,11 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 pub fn spawn(f: &Forge, args: &[&str], env: &[(&str, &str)], log: &Path) -> Child {
     let file = std::fs::File::create(log).unwrap();
     let mut c = f.cmd();
-    c.args(args).stdin(Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file).process_group(0);
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .process_group(0);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -111,8 +116,12 @@ pub fn group_members(pgid: i32) -> usize {
     let Ok(rd) = std::fs::read_dir("/proc") else { return 0 };
     for e in rd.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid pgrp …; comm may hold spaces, so split after the last ')'.
         let Some((_, rest)) = stat.rsplit_once(')') else { continue };
         let fields: Vec<&str> = rest.split_whitespace().collect();
