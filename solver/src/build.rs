@@ -754,7 +754,12 @@ impl Build<'_> {
             if self.store.snapshot_path(&l.diff_id).is_none() {
                 self.ensure_blob(l)?;
             }
-            out.push(crate::layers::ensure_snapshot(self.store, l)?);
+            let snap = crate::layers::ensure_snapshot(self.store, l)?;
+            // Identical layers (two `RUN true`) share one snapshot; overlayfs refuses a lowerdir
+            // listed twice, and the top-most copy alone gives the same merged tree.
+            if !out.contains(&snap) {
+                out.push(snap);
+            }
         }
         Ok(out)
     }

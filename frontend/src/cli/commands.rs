@@ -440,7 +440,11 @@ pub fn run_image(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode, Failure>
     let mut lower = Vec::new();
     for (blob, diff) in manifest.layers.iter().zip(config.rootfs.diff_ids.iter()).rev() {
         let l = forge_solver::Layer { diff_id: diff.clone(), blob: blob.clone() };
-        lower.push(forge_solver::layers::ensure_snapshot(&store, &l).map_err(|e| Failure::failed(e.to_string()))?);
+        let snap = forge_solver::layers::ensure_snapshot(&store, &l).map_err(|e| Failure::failed(e.to_string()))?;
+        // Identical layers share a snapshot; overlayfs refuses a lowerdir listed twice.
+        if !lower.contains(&snap) {
+            lower.push(snap);
+        }
     }
     let c = &config.config;
     let mut args: Vec<String> = match &a.entrypoint {
