@@ -360,6 +360,14 @@ impl Client {
                     }
                     offset
                 }
+                // Asked to resume past the blob's end: it is shorter than the descriptor says.
+                StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
+                    return Err(RegistryError::SizeMismatch {
+                        what: what(),
+                        expected: size,
+                        actual: offset,
+                    });
+                }
                 StatusCode::PARTIAL_CONTENT => {
                     let start =
                         content_range_start(&resp).ok_or_else(|| RegistryError::Protocol {

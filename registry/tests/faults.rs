@@ -377,3 +377,40 @@ async fn redirects_are_followed_and_bounded() {
         looping.seen()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_sizes_are_enforced() {
+    let Some(s) = setup().await else { return };
+    let real = s.store.blob_size(&s.big).unwrap();
+    let c = client(Duration::from_secs(10), 2);
+    let r = s.reg.reference("faulty/app");
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let desc =
+        |size| forge_oci::Descriptor::new(forge_oci::media::OCI_LAYER_GZIP, s.big.clone(), size);
+
+    // The registry has fewer bytes than the descriptor claims.
+    let err = c
+        .fetch_blob_into_store(&r, &desc(real + 10), &store, &no_progress())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::SizeMismatch { expected, actual, .. } if expected == real + 10 && actual == real),
+        "{err:?}"
+    );
+    // More bytes than claimed: refused from the Content-Length, before reading the body.
+    let err = c
+        .fetch_blob_into_store(&r, &desc(real - 10), &store, &no_progress())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::TooLarge { limit, .. } if limit == real - 10),
+        "{err:?}"
+    );
+    assert!(!store.has_blob(&s.big));
+    // The right size works.
+    assert!(c
+        .fetch_blob_into_store(&r, &desc(real), &store, &no_progress())
+        .await
+        .unwrap());
+}
