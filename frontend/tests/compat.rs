@@ -109,7 +109,10 @@ fn load_cases() -> Vec<Case> {
     let only = std::env::var("COMPAT_CASE").ok();
     let mut cases = Vec::new();
     for name in names {
-        if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|x| x == name))
+        {
             continue;
         }
         let dir = fixtures_dir().join(&name);
@@ -120,11 +123,19 @@ fn load_cases() -> Vec<Case> {
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(|l| {
-                    let (n, flags) = l.split_once(':').unwrap_or_else(|| panic!("{name}/variants: {l:?} is not `NAME: FLAGS`"));
-                    Variant { name: n.trim().to_string(), flags: flags.split_whitespace().map(String::from).collect() }
+                    let (n, flags) = l
+                        .split_once(':')
+                        .unwrap_or_else(|| panic!("{name}/variants: {l:?} is not `NAME: FLAGS`"));
+                    Variant {
+                        name: n.trim().to_string(),
+                        flags: flags.split_whitespace().map(String::from).collect(),
+                    }
                 })
                 .collect(),
-            Err(_) => vec![Variant { name: "default".into(), flags: vec![] }],
+            Err(_) => vec![Variant {
+                name: "default".into(),
+                flags: vec![],
+            }],
         };
         let known = match fs::read_to_string(dir.join("known-diffs")) {
             Ok(text) => text
@@ -133,14 +144,28 @@ fn load_cases() -> Vec<Case> {
                 .filter_map(|(i, l)| {
                     let l = l.split_once('#').map(|(a, _)| a).unwrap_or(l).trim();
                     let (v, k) = l.split_once(' ')?;
-                    Some(Known { variant: v.trim().to_string(), key: k.trim().to_string(), line: i + 1 })
+                    Some(Known {
+                        variant: v.trim().to_string(),
+                        key: k.trim().to_string(),
+                        line: i + 1,
+                    })
                 })
                 .collect(),
             Err(_) => vec![],
         };
         let alt = dir.join("Dockerfile.buildkit");
-        let docker_dockerfile = if alt.is_file() { alt } else { dir.join("Dockerfile") };
-        cases.push(Case { name, dir, variants, known, docker_dockerfile });
+        let docker_dockerfile = if alt.is_file() {
+            alt
+        } else {
+            dir.join("Dockerfile")
+        };
+        cases.push(Case {
+            name,
+            dir,
+            variants,
+            known,
+            docker_dockerfile,
+        });
     }
     cases
 }
@@ -149,7 +174,11 @@ fn load_cases() -> Vec<Case> {
 fn must(cmd: &mut Command) -> Out {
     let shown = format!("{cmd:?}");
     let o = run_cmd(cmd);
-    assert_eq!(o.code, 0, "{shown} failed\n--- stdout\n{}\n--- stderr\n{}", o.stdout, o.stderr);
+    assert_eq!(
+        o.code, 0,
+        "{shown} failed\n--- stdout\n{}\n--- stderr\n{}",
+        o.stdout, o.stderr
+    );
     o
 }
 
@@ -185,18 +214,32 @@ fn normalize_created_by(by: &str) -> String {
         "HEALTHCHECK" => "HEALTHCHECK …".to_string(),
         // v0.8: `EXPOSE map[80/tcp:{} …]` (sorted); current: `EXPOSE [80/tcp …]` (in order).
         "EXPOSE" => {
-            let inner = rest.trim_start_matches("map").trim_start_matches('[').trim_end_matches(']');
-            let ports: BTreeSet<&str> = inner.split_whitespace().map(|p| p.trim_end_matches(":{}")).collect();
+            let inner = rest
+                .trim_start_matches("map")
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let ports: BTreeSet<&str> = inner
+                .split_whitespace()
+                .map(|p| p.trim_end_matches(":{}"))
+                .collect();
             format!("EXPOSE {}", ports.into_iter().collect::<Vec<_>>().join(" "))
         }
         // v0.8 prints the Dockerfile's own default; current BuildKit the value the ARG got.
         // Values are compared through the `|N K=V` prefix of RUN entries and the files.
-        "ARG" => format!("ARG {}", rest.split(' ').map(|kv| kv.split('=').next().unwrap_or("")).collect::<Vec<_>>().join(" ")),
+        "ARG" => format!(
+            "ARG {}",
+            rest.split(' ')
+                .map(|kv| kv.split('=').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         // Current BuildKit records --parents, --chown and --chmod; v0.8 records no flags.
         "COPY" | "ADD" => {
             let kept: Vec<&str> = rest
                 .split(' ')
-                .filter(|w| !(w.starts_with("--chown=") || w.starts_with("--chmod=") || *w == "--parents"))
+                .filter(|w| {
+                    !(w.starts_with("--chown=") || w.starts_with("--chmod=") || *w == "--parents")
+                })
                 .collect();
             format!("{word} {}", kept.join(" "))
         }
@@ -206,7 +249,11 @@ fn normalize_created_by(by: &str) -> String {
 
 /// One history entry as compared.
 fn history_entry(h: &Value) -> String {
-    let mut by = h.get("created_by").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut by = h
+        .get("created_by")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if let Some(rest) = by.strip_suffix(" # forge") {
         by = format!("{rest} # buildkit");
     }
@@ -216,7 +263,15 @@ fn history_entry(h: &Value) -> String {
         Some(_) => " (other comment)",
         None => "",
     };
-    let empty = if h.get("empty_layer").and_then(Value::as_bool).unwrap_or(false) { " [empty]" } else { "" };
+    let empty = if h
+        .get("empty_layer")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        " [empty]"
+    } else {
+        ""
+    };
     format!("{by:?}{empty}{comment}")
 }
 
@@ -230,23 +285,48 @@ fn compare_configs(forge: &Value, docker: &Value, diffs: &mut Vec<Diff>) {
     for f in ["architecture", "os", "author"] {
         let (a, b) = (present(forge.get(f)), present(docker.get(f)));
         if a != b {
-            diffs.push(Diff { key: format!("config {f}"), detail: format!("forge={a:?} buildkit={b:?}") });
+            diffs.push(Diff {
+                key: format!("config {f}"),
+                detail: format!("forge={a:?} buildkit={b:?}"),
+            });
         }
     }
     for f in CONFIG_FIELDS {
         let a = present(forge.get("config").and_then(|c| c.get(*f)));
         let b = present(docker.get("config").and_then(|c| c.get(*f)));
         if a != b {
-            let show = |v: &Option<Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
-            diffs.push(Diff { key: format!("config {f}"), detail: format!("forge={} buildkit={}", show(&a), show(&b)) });
+            let show = |v: &Option<Value>| {
+                v.as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(unset)".into())
+            };
+            diffs.push(Diff {
+                key: format!("config {f}"),
+                detail: format!("forge={} buildkit={}", show(&a), show(&b)),
+            });
         }
     }
-    let layers = |v: &Value| v.pointer("/rootfs/diff_ids").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    let layers = |v: &Value| {
+        v.pointer("/rootfs/diff_ids")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0)
+    };
     if layers(forge) != layers(docker) {
-        diffs.push(Diff { key: "layers".into(), detail: format!("forge has {} layers, buildkit {}", layers(forge), layers(docker)) });
+        diffs.push(Diff {
+            key: "layers".into(),
+            detail: format!(
+                "forge has {} layers, buildkit {}",
+                layers(forge),
+                layers(docker)
+            ),
+        });
     }
     let hist = |v: &Value| -> Vec<String> {
-        v.get("history").and_then(Value::as_array).map(|a| a.iter().map(history_entry).collect()).unwrap_or_default()
+        v.get("history")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(history_entry).collect())
+            .unwrap_or_default()
     };
     let (hf, hd) = (hist(forge), hist(docker));
     for i in 0..hf.len().max(hd.len()) {
@@ -254,7 +334,11 @@ fn compare_configs(forge: &Value, docker: &Value, diffs: &mut Vec<Diff>) {
         if a != b {
             diffs.push(Diff {
                 key: format!("history[{i}]"),
-                detail: format!("forge={} buildkit={}", a.map(String::as_str).unwrap_or("(none)"), b.map(String::as_str).unwrap_or("(none)")),
+                detail: format!(
+                    "forge={} buildkit={}",
+                    a.map(String::as_str).unwrap_or("(none)"),
+                    b.map(String::as_str).unwrap_or("(none)")
+                ),
             });
         }
     }
@@ -278,7 +362,9 @@ fn oci_layout_config(dir: &Path) -> Value {
 
 /// The config of the single image in an unpacked `docker save` archive.
 fn docker_archive_config(dir: &Path) -> Value {
-    let m: Value = serde_json::from_slice(&fs::read(dir.join("manifest.json")).expect("manifest.json")).expect("manifest.json is JSON");
+    let m: Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).expect("manifest.json"))
+            .expect("manifest.json is JSON");
     let cfg = m[0]["Config"].as_str().expect("Config in manifest.json");
     serde_json::from_slice(&fs::read(dir.join(cfg)).expect("config file")).expect("config is JSON")
 }
@@ -316,7 +402,8 @@ fn walk(root: &Path) -> BTreeMap<String, Entry> {
         for e in rd {
             let e = e.expect("directory entry");
             let p = e.path();
-            let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+            let md =
+                fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
             let ft = md.file_type();
             let kind = if ft.is_symlink() {
                 Kind::Symlink(fs::read_link(&p).expect("readlink"))
@@ -335,7 +422,17 @@ fn walk(root: &Path) -> BTreeMap<String, Entry> {
                 Kind::Block(md.rdev())
             };
             let rel = format!("/{}", p.strip_prefix(root).unwrap().to_string_lossy());
-            out.insert(rel, Entry { kind, mode: md.mode() & 0o7777, uid: md.uid(), gid: md.gid(), ino: (md.dev(), md.ino()), nlink: md.nlink() });
+            out.insert(
+                rel,
+                Entry {
+                    kind,
+                    mode: md.mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    ino: (md.dev(), md.ino()),
+                    nlink: md.nlink(),
+                },
+            );
         }
     }
     out
@@ -352,7 +449,10 @@ fn link_groups(tree: &BTreeMap<String, Entry>) -> BTreeMap<String, BTreeSet<Stri
     let mut out = BTreeMap::new();
     for group in by_ino.values().filter(|g| g.len() > 1) {
         for p in group {
-            out.insert(p.clone(), group.iter().filter(|q| *q != p).cloned().collect());
+            out.insert(
+                p.clone(),
+                group.iter().filter(|q| *q != p).cloned().collect(),
+            );
         }
     }
     out
@@ -366,7 +466,14 @@ fn same_content(a: &Path, b: &Path) -> bool {
 }
 
 /// Compares two root filesystems; `prefix` names the comparison in the diff keys.
-fn compare_trees(prefix: &str, a_root: &Path, a_name: &str, b_root: &Path, b_name: &str, diffs: &mut Vec<Diff>) {
+fn compare_trees(
+    prefix: &str,
+    a_root: &Path,
+    a_name: &str,
+    b_root: &Path,
+    b_name: &str,
+    diffs: &mut Vec<Diff>,
+) {
     let (a, b) = (walk(a_root), walk(b_root));
     let (la, lb) = (link_groups(&a), link_groups(&b));
     let paths: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -374,35 +481,57 @@ fn compare_trees(prefix: &str, a_root: &Path, a_name: &str, b_root: &Path, b_nam
         let (ea, eb) = match (a.get(p), b.get(p)) {
             (Some(x), Some(y)) => (x, y),
             (Some(_), None) => {
-                diffs.push(Diff { key: format!("{prefix} {p}"), detail: format!("only in {a_name}") });
+                diffs.push(Diff {
+                    key: format!("{prefix} {p}"),
+                    detail: format!("only in {a_name}"),
+                });
                 continue;
             }
             (None, Some(_)) => {
-                diffs.push(Diff { key: format!("{prefix} {p}"), detail: format!("only in {b_name}") });
+                diffs.push(Diff {
+                    key: format!("{prefix} {p}"),
+                    detail: format!("only in {b_name}"),
+                });
                 continue;
             }
             (None, None) => unreachable!(),
         };
         if ea.kind != eb.kind {
-            diffs.push(Diff { key: format!("{prefix} {p} type"), detail: format!("{a_name}={:?} {b_name}={:?}", ea.kind, eb.kind) });
+            diffs.push(Diff {
+                key: format!("{prefix} {p} type"),
+                detail: format!("{a_name}={:?} {b_name}={:?}", ea.kind, eb.kind),
+            });
             continue;
         }
         if ea.mode != eb.mode && !matches!(ea.kind, Kind::Symlink(_)) {
-            diffs.push(Diff { key: format!("{prefix} {p} mode"), detail: format!("{a_name}={:04o} {b_name}={:04o}", ea.mode, eb.mode) });
+            diffs.push(Diff {
+                key: format!("{prefix} {p} mode"),
+                detail: format!("{a_name}={:04o} {b_name}={:04o}", ea.mode, eb.mode),
+            });
         }
         if (ea.uid, ea.gid) != (eb.uid, eb.gid) {
             diffs.push(Diff {
                 key: format!("{prefix} {p} owner"),
-                detail: format!("{a_name}={}:{} {b_name}={}:{}", ea.uid, ea.gid, eb.uid, eb.gid),
+                detail: format!(
+                    "{a_name}={}:{} {b_name}={}:{}",
+                    ea.uid, ea.gid, eb.uid, eb.gid
+                ),
             });
         }
         if ea.kind == Kind::File && !same_content(&a_root.join(&p[1..]), &b_root.join(&p[1..])) {
-            diffs.push(Diff { key: format!("{prefix} {p} content"), detail: "contents differ".into() });
+            diffs.push(Diff {
+                key: format!("{prefix} {p} content"),
+                detail: "contents differ".into(),
+            });
         }
         if la.get(p) != lb.get(p) {
             diffs.push(Diff {
                 key: format!("{prefix} {p} links"),
-                detail: format!("{a_name} hard-links it with {:?}, {b_name} with {:?}", la.get(p), lb.get(p)),
+                detail: format!(
+                    "{a_name} hard-links it with {:?}, {b_name} with {:?}",
+                    la.get(p),
+                    lb.get(p)
+                ),
             });
         }
     }
@@ -421,12 +550,22 @@ fn tools() -> Option<Tools> {
     let docker = docker()?;
     let skopeo = tool("skopeo")?;
     let umoci = tool("umoci")?;
-    Some(Tools { docker, skopeo, umoci })
+    Some(Tools {
+        docker,
+        skopeo,
+        umoci,
+    })
 }
 
 /// Unpacks the image `layout:tag` with umoci; returns the root filesystem.
 fn umoci_unpack(t: &Tools, layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
-    must(Command::new(&t.umoci).arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(bundle));
+    must(
+        Command::new(&t.umoci)
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(bundle),
+    );
     bundle.join("rootfs")
 }
 
@@ -444,9 +583,19 @@ impl Outcome {
     fn failed(case: &Case, v: &Variant, key: &str, detail: String) -> Outcome {
         let seen = vec![(v.name.clone(), key.to_string())];
         if case.known.iter().any(|k| k.matches(&v.name, key)) {
-            return Outcome { config_ok: true, fs_ok: true, unexpected: vec![], seen };
+            return Outcome {
+                config_ok: true,
+                fs_ok: true,
+                unexpected: vec![],
+                seen,
+            };
         }
-        Outcome { config_ok: false, fs_ok: false, unexpected: vec![format!("{}/{}: {key}: {detail}", case.name, v.name)], seen }
+        Outcome {
+            config_ok: false,
+            fs_ok: false,
+            unexpected: vec![format!("{}/{}: {key}: {detail}", case.name, v.name)],
+            seen,
+        }
     }
 }
 
@@ -465,11 +614,17 @@ fn run_variant(t: &Tools, forge: &Forge, work: &Path, case: &Case, v: &Variant) 
     // forge
     let local = dir.join("forge-local");
     let layout = dir.join("forge-oci");
-    let mut args: Vec<String> = vec!["-f".into(), case.dir.join("Dockerfile").display().to_string()];
+    let mut args: Vec<String> = vec![
+        "-f".into(),
+        case.dir.join("Dockerfile").display().to_string(),
+    ];
     args.extend(v.flags.iter().cloned());
     args.extend(["-t".into(), format!("compat/{tag}")]);
     args.extend(["-o".into(), format!("type=local,dest={}", local.display())]);
-    args.extend(["-o".into(), format!("type=oci,dest={},tar=false", layout.display())]);
+    args.extend([
+        "-o".into(),
+        format!("type=oci,dest={},tar=false", layout.display()),
+    ]);
     let built = forge.try_build(&case.dir, &args);
     if built.out.code != 0 {
         return Outcome::failed(case, v, "build forge", last_lines(&built.out.stderr));
@@ -480,32 +635,75 @@ fn run_variant(t: &Tools, forge: &Forge, work: &Path, case: &Case, v: &Variant) 
     // BuildKit, in the docker engine
     let image = format!("forge-compat/{tag}:latest");
     let mut b = docker_cmd(&t.docker);
-    b.args(["build", "--network=host", "-q", "-f"]).arg(&case.docker_dockerfile).args(&v.flags).args(["-t", &image]).arg(&case.dir);
+    b.args(["build", "--network=host", "-q", "-f"])
+        .arg(&case.docker_dockerfile)
+        .args(&v.flags)
+        .args(["-t", &image])
+        .arg(&case.dir);
     let o = run_cmd(&mut b);
     if o.code != 0 {
         return Outcome::failed(case, v, "build buildkit", last_lines(&o.stderr));
     }
     let saved = dir.join("docker.tar");
-    must(docker_cmd(&t.docker).args(["save", "-o"]).arg(&saved).arg(&image));
+    must(
+        docker_cmd(&t.docker)
+            .args(["save", "-o"])
+            .arg(&saved)
+            .arg(&image),
+    );
     let unpacked = dir.join("docker-archive");
     fs::create_dir_all(&unpacked).unwrap();
-    must(Command::new("tar").arg("-xf").arg(&saved).arg("-C").arg(&unpacked));
+    must(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&saved)
+            .arg("-C")
+            .arg(&unpacked),
+    );
     let docker_cfg = docker_archive_config(&unpacked);
     let docker_layout = dir.join("docker-oci");
-    must(Command::new(&t.skopeo).args(["copy", "--quiet"]).arg(format!("docker-archive:{}", saved.display())).arg(format!("oci:{}:img", docker_layout.display())));
+    must(
+        Command::new(&t.skopeo)
+            .args(["copy", "--quiet"])
+            .arg(format!("docker-archive:{}", saved.display()))
+            .arg(format!("oci:{}:img", docker_layout.display())),
+    );
     let docker_rootfs = umoci_unpack(t, &docker_layout, "img", &dir.join("docker-bundle"));
     let _ = run_cmd(docker_cmd(&t.docker).args(["rmi", "-f", &image]));
 
     let mut config_diffs = Vec::new();
     compare_configs(&forge_cfg, &docker_cfg, &mut config_diffs);
     let mut fs_diffs = Vec::new();
-    compare_trees("fs", &forge_rootfs, "forge", &docker_rootfs, "buildkit", &mut fs_diffs);
+    compare_trees(
+        "fs",
+        &forge_rootfs,
+        "forge",
+        &docker_rootfs,
+        "buildkit",
+        &mut fs_diffs,
+    );
     // forge's own local exporter must agree with the image it wrote, exactly.
     let mut local_diffs = Vec::new();
-    compare_trees("local-export", &local, "forge-local", &forge_rootfs, "forge-image", &mut local_diffs);
+    compare_trees(
+        "local-export",
+        &local,
+        "forge-local",
+        &forge_rootfs,
+        "forge-image",
+        &mut local_diffs,
+    );
 
-    let mut out = Outcome { config_ok: true, fs_ok: true, unexpected: vec![], seen: vec![] };
-    for (group, diffs) in [("config", &config_diffs), ("fs", &fs_diffs), ("local", &local_diffs)] {
+    let mut out = Outcome {
+        config_ok: true,
+        fs_ok: true,
+        unexpected: vec![],
+        seen: vec![],
+    };
+    for (group, diffs) in [
+        ("config", &config_diffs),
+        ("fs", &fs_diffs),
+        ("local", &local_diffs),
+    ] {
         for d in diffs {
             out.seen.push((v.name.clone(), d.key.clone()));
             let known = group != "local" && case.known.iter().any(|k| k.matches(&v.name, &d.key));
@@ -514,7 +712,8 @@ fn run_variant(t: &Tools, forge: &Forge, work: &Path, case: &Case, v: &Variant) 
                     "config" => out.config_ok = false,
                     _ => out.fs_ok = false,
                 }
-                out.unexpected.push(format!("{}/{}: {}: {}", case.name, v.name, d.key, d.detail));
+                out.unexpected
+                    .push(format!("{}/{}: {}: {}", case.name, v.name, d.key, d.detail));
             }
         }
     }
@@ -527,9 +726,15 @@ fn run_variant(t: &Tools, forge: &Forge, work: &Path, case: &Case, v: &Variant) 
 #[test]
 fn forge_matches_buildkit() {
     let Some(t) = tools() else { return };
-    let Some(forge) = Forge::with_base() else { return };
+    let Some(forge) = Forge::with_base() else {
+        return;
+    };
     let cases = load_cases();
-    assert!(!cases.is_empty(), "no cases under {}", fixtures_dir().display());
+    assert!(
+        !cases.is_empty(),
+        "no cases under {}",
+        fixtures_dir().display()
+    );
 
     // The same base in both builders, under a name of its own.
     forge.ok(&["tag", BASE, BASE_NAME]);
@@ -552,16 +757,30 @@ fn forge_matches_buildkit() {
             eprintln!("compat: {} / {}", case.name, v.name);
             let o = run_variant(&t, &forge, &work, case, v);
             let mark = |ok: bool| if ok { "same" } else { "DIFF" };
-            table.push(format!("{:<24} {:<12} config={:<5} fs={}", case.name, v.name, mark(o.config_ok), mark(o.fs_ok)));
+            table.push(format!(
+                "{:<24} {:<12} config={:<5} fs={}",
+                case.name,
+                v.name,
+                mark(o.config_ok),
+                mark(o.fs_ok)
+            ));
             failures.extend(o.unexpected);
             seen.extend(o.seen);
         }
         for k in &case.known {
             if !seen.iter().any(|(v, key)| k.matches(v, key)) {
-                failures.push(format!("{}/known-diffs:{}: `{} {}` no longer occurs; remove it", case.name, k.line, k.variant, k.key));
+                failures.push(format!(
+                    "{}/known-diffs:{}: `{} {}` no longer occurs; remove it",
+                    case.name, k.line, k.variant, k.key
+                ));
             }
         }
     }
     eprintln!("compat results:\n{}", table.join("\n"));
-    assert!(failures.is_empty(), "{} unexpected difference(s) between forge and BuildKit:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} unexpected difference(s) between forge and BuildKit:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
