@@ -10,7 +10,7 @@ use forge::{Build, CacheSpec, Event, NamedContext, Output};
 use forge_parser::NetworkMode;
 
 use super::progress::{Plain, ProgressMode, Tty};
-use super::Failure;
+use super::{Failure, LogLevel};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -97,7 +97,7 @@ fn split_kv(s: &str, what: &str) -> Result<(String, String), Failure> {
         .ok_or_else(|| Failure::usage(format!("{what} {s:?}: expected KEY=VALUE")))
 }
 
-pub fn run(root: Option<PathBuf>, a: BuildArgs) -> Result<ExitCode, Failure> {
+pub fn run(root: Option<PathBuf>, a: BuildArgs, level: LogLevel) -> Result<ExitCode, Failure> {
     // The context: a directory, or a tar read from stdin into a temporary directory.
     let mut _stdin_ctx = None;
     let context = if a.context == "-" {
@@ -215,15 +215,31 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> Result<ExitCode, Failure> {
     }
 
     let mode = if a.quiet { ProgressMode::Quiet } else { a.progress.resolve() };
-    let explain = a.explain;
+    // --log-level debug also says why steps missed the cache.
+    let explain = a.explain || level >= LogLevel::Debug;
+    if explain {
+        b = b.explain(true);
+    }
+    if level >= LogLevel::Debug {
+        eprintln!("forge: store {}, context {}", root_dir.display(), context.display());
+    }
+    let warnings = level >= LogLevel::Warn;
     b = match mode {
         ProgressMode::Plain => {
             let p = Arc::new(Plain::new(explain));
-            b.on_event(move |e: Event| p.handle(&e))
+            b.on_event(move |e: Event| {
+                if warnings || !matches!(e, Event::Warning { .. }) {
+                    p.handle(&e)
+                }
+            })
         }
         ProgressMode::Tty => {
             let t = Arc::new(Tty::new(explain));
-            b.on_event(move |e: Event| t.handle(&e))
+            b.on_event(move |e: Event| {
+                if warnings || !matches!(e, Event::Warning { .. }) {
+                    t.handle(&e)
+                }
+            })
         }
         _ => b,
     };
@@ -249,7 +265,7 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> Result<ExitCode, Failure> {
     }
     if a.quiet {
         println!("{image_id}");
-    } else if mode != ProgressMode::Quiet {
+    } else if mode != ProgressMode::Quiet && level >= LogLevel::Warn {
         eprintln!(
             "built {} ({} steps ran, {} cached){}",
             result.manifest_digest,

@@ -20,12 +20,20 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// How much to log: error, warn, info, debug
-    #[arg(long, global = true, default_value = "warn", value_name = "L")]
-    pub log_level: String,
+    /// How much to log: error, warn, info, debug (debug also prints the store path and why steps missed the cache)
+    #[arg(long, global = true, value_enum, default_value = "warn", value_name = "L")]
+    pub log_level: LogLevel,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,7 +92,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let root = cli.root.clone();
     let result = match cli.command {
-        Command::Build(a) => build::run(root, a),
+        Command::Build(a) => build::run(root, a, cli.log_level),
         Command::Images(a) => commands::images(root, a),
         Command::Inspect(a) => commands::inspect(root, a),
         Command::Tag(a) => commands::tag(root, a),
