@@ -291,6 +291,23 @@ pub fn plan(
             }
         }
     }
+    // A directory source's contents are copied, not the directory itself: like BuildKit's
+    // MkdirAll, a missing destination directory is made 0755 and owned by root or the --chown
+    // owner (never --chmod), and an existing one keeps its own metadata.
+    if !flags.parents {
+        for it in items.iter_mut().filter(|it| it.top && it.kind == Kind::Dir) {
+            match dest_view.lookup(&it.dest, true) {
+                Some(e) if e.is_dir() => {
+                    it.mode = e.meta.permissions().mode() & 0o7777;
+                    (it.uid, it.gid) = (e.meta.uid(), e.meta.gid());
+                }
+                _ => {
+                    it.mode = 0o755;
+                    (it.uid, it.gid) = flags.chown.unwrap_or((0, 0));
+                }
+            }
+        }
+    }
     items.sort_by(|a, b| a.dest.cmp(&b.dest));
     items.dedup_by(|b, a| a.dest == b.dest && { *a = b.clone(); true });
     Ok(items)
@@ -481,7 +498,7 @@ pub fn set_mtime(p: &Path, t: (i64, i64)) -> io::Result<()> {
 
 /// Creates the parents of `dest` in `staging`, giving each the metadata it has in the image
 /// (or 0755 and `owner` when the image lacks it).
-fn ensure_parents(staging: &Path, dest: &str, view: &LayeredView, owner: (u32, u32), made: &mut Vec<(PathBuf, (i64, i64))>) -> io::Result<()> {
+pub(crate) fn ensure_parents(staging: &Path, dest: &str, view: &LayeredView, owner: (u32, u32), made: &mut Vec<(PathBuf, (i64, i64))>) -> io::Result<()> {
     let mut cur = String::new();
     let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
     for c in comps.iter().take(comps.len().saturating_sub(1)) {
@@ -648,6 +665,37 @@ mod tests {
         let view = LayeredView::new(vec![]);
         let items = plan(&SourceSide::Context(&ctx), &["src".into()], "/app", "/", &CopyFlags::default(), &view, &loc()).unwrap();
         assert_eq!(dests(&items), vec!["/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"]);
+    }
+
+    #[test]
+    fn destination_of_directory_contents_is_made_like_mkdir_all() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("src/sub")).unwrap();
+        std::fs::write(t.path().join("src/a.txt"), "a").unwrap();
+        std::fs::set_permissions(t.path().join("src"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let ctx = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let src = SourceSide::Context(&ctx);
+        let meta = |items: &[CopyItem], d: &str| items.iter().find(|i| i.dest == d).map(|i| (i.mode, i.uid, i.gid)).unwrap();
+
+        // A new destination: 0755 and root, whatever the source directory's own mode.
+        let empty = LayeredView::new(vec![]);
+        let items = plan(&src, &["src".into()], "/app", "/", &CopyFlags::default(), &empty, &loc()).unwrap();
+        assert_eq!(meta(&items, "/app"), (0o755, 0, 0));
+        // --chown owns it, --chmod does not reach it.
+        let f = CopyFlags { chown: Some((7, 8)), chmod: Some(0o700), ..Default::default() };
+        let items = plan(&src, &["src".into()], "/app", "/", &f, &empty, &loc()).unwrap();
+        assert_eq!(meta(&items, "/app"), (0o755, 7, 8));
+        assert_eq!(meta(&items, "/app/sub"), (0o700, 7, 8));
+
+        // An existing destination keeps its own metadata.
+        let lower = tempfile::tempdir().unwrap();
+        std::fs::create_dir(lower.path().join("tmp")).unwrap();
+        std::fs::set_permissions(lower.path().join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let view = LayeredView::new(vec![lower.path().to_path_buf()]);
+        let items = plan(&src, &["src".into()], "/tmp", "/", &f, &view, &loc()).unwrap();
+        let uid = std::fs::metadata(lower.path().join("tmp")).unwrap().uid();
+        assert_eq!(meta(&items, "/tmp").0, 0o1777);
+        assert_eq!(meta(&items, "/tmp").1, uid);
     }
 
     #[test]
