@@ -116,13 +116,20 @@ pub fn materialize_with_unpack(
             _ => it.dest.clone(),
         };
         let target = staging.join(dest_dir.trim_start_matches('/'));
-        std::fs::create_dir_all(&target).map_err(|e| SolveError::io(&target, e))?;
+        // The destination and its missing parents are made as BuildKit's MkdirAll does: 0755
+        // and the --chown owner when new, with the image's own metadata when they exist.
+        let mut made = Vec::new();
+        let probe = format!("{}/-", dest_dir.trim_end_matches('/'));
+        copy::ensure_parents(staging, &probe, view, owner, &mut made).map_err(|e| SolveError::io(&target, e))?;
         let r = open_archive(&it.host, kind).map_err(|e| SolveError::io(&it.host, e))?;
         apply_layer(r, &target, &ApplyOptions::new(ApplyMode::Merged)).map_err(|e| SolveError::Step {
             location: loc.clone(),
             message: format!("cannot unpack {}: {e}", it.label),
             help: None,
         })?;
+        for (p, t) in made.iter().rev() {
+            copy::set_mtime(p, *t).map_err(|e| SolveError::io(p, e))?;
+        }
     }
     Ok(())
 }
