@@ -3,7 +3,9 @@
 //!
 //! The caller's thread keeps the output writer (which need not be `Send`): the worker sends
 //! compressed chunks back, and the caller hashes and writes them whenever it hands over more
-//! input, and at the end. Channels are bounded on the way in, so memory stays at a few chunks.
+//! input, and at the end. Channels are bounded on the way in, so memory stays at a few chunks,
+//! and spent buffers travel back to be reused (fresh allocations of this size would be new
+//! mappings, each page faulted in again).
 
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -20,6 +22,10 @@ pub(crate) struct CompressPipe<W: Write> {
     buf: Vec<u8>,
     to_worker: Option<SyncSender<Vec<u8>>>,
     from_worker: Receiver<Vec<u8>>,
+    /// Input buffers the worker is done with.
+    spare_in: Receiver<Vec<u8>>,
+    /// Output buffers written out, for the worker to refill.
+    spare_out: mpsc::Sender<Vec<u8>>,
     /// The worker returns the digest and size of the compressed stream it produced.
     worker: Option<JoinHandle<io::Result<(Digest, u64)>>>,
 }
@@ -28,6 +34,7 @@ pub(crate) struct CompressPipe<W: Write> {
 struct ChunkOut {
     buf: Vec<u8>,
     tx: mpsc::Sender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
     hasher: Hasher,
     size: u64,
 }
@@ -38,7 +45,11 @@ impl Write for ChunkOut {
         self.size += b.len() as u64;
         self.buf.extend_from_slice(b);
         if self.buf.len() >= CHUNK {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 64 * 1024));
+            let next = self
+                .spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK + 64 * 1024));
+            let full = std::mem::replace(&mut self.buf, next);
             self.tx
                 .send(full)
                 .map_err(|_| io::Error::other("layer writer went away"))?;
@@ -56,18 +67,24 @@ impl<W: Write> CompressPipe<W> {
             .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
         let (to_worker, inbox) = mpsc::sync_channel::<Vec<u8>>(4);
         let (back, from_worker) = mpsc::channel::<Vec<u8>>();
+        let (spare_in_tx, spare_in) = mpsc::channel::<Vec<u8>>();
+        let (spare_out, spare_out_rx) = mpsc::channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
             .name("forge-compress".into())
             .spawn(move || {
                 let sink = ChunkOut {
                     buf: Vec::with_capacity(CHUNK + 64 * 1024),
                     tx: back,
+                    spare: spare_out_rx,
                     hasher: Hasher::new(),
                     size: 0,
                 };
                 let mut enc = Encoder::new(c, sink)?;
-                for chunk in inbox {
+                for mut chunk in inbox {
                     enc.write_all(&chunk)?;
+                    chunk.clear();
+                    // The producer may have finished already; then the buffer is just freed.
+                    let _ = spare_in_tx.send(chunk);
                 }
                 let mut sink = enc.finish()?;
                 if !sink.buf.is_empty() {
@@ -83,6 +100,8 @@ impl<W: Write> CompressPipe<W> {
             buf: Vec::with_capacity(CHUNK),
             to_worker: Some(to_worker),
             from_worker,
+            spare_in,
+            spare_out,
             worker: Some(worker),
         })
     }
@@ -95,7 +114,11 @@ impl<W: Write> CompressPipe<W> {
             .ok_or_else(|| io::Error::other("pipe already finished"))?;
         loop {
             match self.from_worker.try_recv() {
-                Ok(chunk) => out.write_all(&chunk)?,
+                Ok(mut chunk) => {
+                    out.write_all(&chunk)?;
+                    chunk.clear();
+                    let _ = self.spare_out.send(chunk);
+                }
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return Ok(()),
             }
         }
@@ -105,7 +128,8 @@ impl<W: Write> CompressPipe<W> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let next = self.fresh_buf();
+        let full = std::mem::replace(&mut self.buf, next);
         let tx = self
             .to_worker
             .as_ref()
@@ -118,6 +142,12 @@ impl<W: Write> CompressPipe<W> {
                 .unwrap_or_else(|| io::Error::other("compressor stopped")));
         }
         self.drain_ready()
+    }
+
+    fn fresh_buf(&self) -> Vec<u8> {
+        self.spare_in
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK))
     }
 
     fn join_worker(&mut self) -> io::Result<(Digest, u64)> {
@@ -151,8 +181,8 @@ impl<W: Write> CompressPipe<W> {
 impl<W: Write> Write for CompressPipe<W> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         if self.buf.is_empty() && b.len() >= CHUNK {
-            // Large writes go as they are.
-            self.buf = b.to_vec();
+            // Large writes go in one piece.
+            self.buf.extend_from_slice(b);
             self.ship()?;
             return Ok(b.len());
         }
