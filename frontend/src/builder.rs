@@ -315,9 +315,7 @@ impl Build {
         if !self.context.is_dir() {
             return Err(Error::Usage(format!("build context {} is not a directory", self.context.display())));
         }
-        if !self.cache_from.is_empty() || !self.cache_to.is_empty() {
-            return Err(Error::Usage("--cache-from/--cache-to are not available in this version of forge".into()));
-        }
+        crate::remote_cache::validate_exports(&self.cache_to)?;
         let platform = match &self.platform {
             Some(p) => Platform::parse(p).map_err(|e| Error::Usage(e.to_string()))?,
             None => Platform::host(),
@@ -352,7 +350,30 @@ impl Build {
         let callback: Callback = self.callback.clone().unwrap_or_else(|| Arc::new(|_| {}));
         let images = RegistryImages::new(store.clone(), &self.insecure_registries)?;
         let sandbox = Sandbox::new();
-        let out = forge_solver::build(&store, &images, &sandbox, &opts, &*callback, &self.cancel)?;
+        let net = crate::remote_cache::LazyNet::new(&self.insecure_registries);
+        let warn = crate::remote_cache::warner(callback.clone());
+        let poisoned = crate::remote_cache::Poisoned::default();
+        opts.remote_caches = crate::remote_cache::import(&self.cache_from, &store, &net, &platform, &poisoned, &warn)?;
+        let mut out = loop {
+            match forge_solver::build(&store, &images, &sandbox, &opts, &*callback, &self.cancel) {
+                Ok(out) => break out,
+                Err(e) => {
+                    // A corrupt or missing blob in an imported cache never fails the build: the
+                    // records using it are ignored and the build runs again (what it already
+                    // did is in the local cache now).
+                    let bad = poisoned.take_new();
+                    if bad.is_empty() {
+                        return Err(e.into());
+                    }
+                    for (_, why) in bad {
+                        warn(format!("{why}; ignoring the cache records that use it and retrying"));
+                    }
+                }
+            }
+        };
+        if self.cache_to.iter().any(|c| c.kind == "inline") {
+            crate::remote_cache::inline(&store, &mut out)?;
+        }
 
         let mut tags = Vec::new();
         for t in &self.tags {
@@ -376,6 +397,10 @@ impl Build {
                 pushed.push(images.push(&out.manifest_digest, t)?);
             }
         }
+        let mut mount_candidates: Vec<forge_oci::Reference> = pushed.iter().filter_map(|p| forge_oci::Reference::parse(p).ok()).collect();
+        mount_candidates.extend(self.cache_from.iter().filter_map(|c| c.attrs.get("ref")).filter_map(|r| forge_oci::Reference::parse(r).ok()));
+        let cx = crate::remote_cache::ExportContext { store: &store, net: &net, mount_candidates, warn: &warn };
+        crate::remote_cache::export(&self.cache_to, &out, &cx)?;
         Ok(BuildResult {
             manifest_digest: out.manifest_digest,
             config_digest: out.config_digest,

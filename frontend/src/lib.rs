@@ -41,6 +41,7 @@ mod error;
 mod fetch;
 pub mod output;
 pub mod registry_images;
+mod remote_cache;
 
 pub use builder::{read_secret_spec, Build, BuildResult, CacheSpec};
 pub use error::Error;
