@@ -121,9 +121,16 @@ fn tag_rmi_and_prune() {
 
 #[test]
 fn plain_prune_keeps_the_build_cache() {
-    let Some((f, ctx, _)) = with_app() else { return };
+    let Some((f, ctx, digest)) = with_app() else { return };
+    let blobs = image_blobs(&f, "app:1");
     f.ok(&["rmi", "app:1"]);
     f.ok(&["prune"]);
+    // The untagged image's manifest and config go; its layers stay for the cache records.
+    assert!(!blob_path(&f, &digest).exists(), "plain prune kept the untagged manifest");
+    assert!(!blob_path(&f, &blobs[1]).exists(), "plain prune kept the untagged config");
+    for l in &blobs[2..] {
+        assert!(blob_path(&f, l).is_file(), "plain prune removed layer {l}, which a cache record needs");
+    }
     // Cache records keep their layers: the rebuild reruns nothing.
     let b = f.build(ctx.path(), &["-t", "app:1"]);
     assert!(b.progress.ran().is_empty(), "{:?}", b.progress.ran());
