@@ -190,7 +190,17 @@ pub fn plan(
 ) -> Result<Vec<CopyItem>, SolveError> {
     let dest_abs = if dest.starts_with('/') { dest.to_string() } else { format!("{}/{}", workdir, dest) };
     let dest_is_dir_hint = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
-    let dest_clean = resolve_dest_dirs(dest_view, &clean_abs(&dest_abs));
+    let mut dest_clean = resolve_dest_dirs(dest_view, &clean_abs(&dest_abs));
+    // A destination that is itself a symlink to a directory is followed too (BuildKit resolves
+    // the whole path in the image root): `COPY f /link/` writes into the link's target rather
+    // than replacing the link with a directory.
+    let is_link = dest_view.lookup(&dest_clean, false).is_some_and(|e| e.meta.file_type().is_symlink());
+    if is_link && dest_view.lookup(&dest_clean, true).is_some_and(|e| e.is_dir()) {
+        let probe = resolve_dest_dirs(dest_view, &format!("{}/-", dest_clean.trim_end_matches('/')));
+        if let Some(real) = probe.strip_suffix("/-") {
+            dest_clean = if real.is_empty() { "/".to_string() } else { real.to_string() };
+        }
+    }
 
     let exclude = if flags.exclude.is_empty() {
         None
@@ -696,6 +706,26 @@ mod tests {
         let uid = std::fs::metadata(lower.path().join("tmp")).unwrap().uid();
         assert_eq!(meta(&items, "/tmp").0, 0o1777);
         assert_eq!(meta(&items, "/tmp").1, uid);
+    }
+
+    #[test]
+    fn symlinked_destination_directory_is_followed() {
+        let (_t, ctx) = ctx_with(&[("f.txt", "x"), ("d/a", "a")]);
+        let lower = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(lower.path().join("opt/real")).unwrap();
+        std::os::unix::fs::symlink("/opt/real", lower.path().join("opt/link")).unwrap();
+        std::os::unix::fs::symlink("real", lower.path().join("opt/rel")).unwrap();
+        let view = LayeredView::new(vec![lower.path().to_path_buf()]);
+        let f = CopyFlags::default();
+        let src = SourceSide::Context(&ctx);
+        for dest in ["/opt/link/", "/opt/link", "/opt/rel/"] {
+            let items = plan(&src, &["f.txt".into()], dest, "/", &f, &view, &loc()).unwrap();
+            assert_eq!(dests(&items), vec!["/opt/real/f.txt"], "COPY f.txt {dest}");
+        }
+        let items = plan(&src, &["d".into()], "/opt/link/sub", "/", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&items), vec!["/opt/real/sub", "/opt/real/sub/a"]);
+        let items = plan(&src, &["d".into()], "/opt/link", "/", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&items), vec!["/opt/real", "/opt/real/a"]);
     }
 
     #[test]
