@@ -283,3 +283,45 @@ fn failing_run_names_the_step_line_and_last_output() {
     assert!(!b.progress.has_step("never-runs"), "a step after the failure started:\n{err}");
     assert!(b.progress.step("echo first-line").error.is_some());
 }
+
+#[test]
+fn secret_from_environment_and_as_env_var() {
+    let Some(f) = Forge::with_base() else { return };
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox:local\nRUN --mount=type=secret,id=api wc -c < /run/secrets/api > /len.txt\nRUN --mount=type=secret,id=api,env=API_TOKEN test \"${#API_TOKEN}\" -gt 0 && echo ${#API_TOKEN} > /envlen.txt\n",
+    )]);
+    let dest = f.scratch("env-secret");
+    let b = f.build_env(
+        ctx.path(),
+        &["--secret", "id=api,env=FORGE_E2E_TOKEN", "-o", &format!("type=local,dest={}", dest.display())],
+        &[("FORGE_E2E_TOKEN", "0123456789abcdef")],
+    );
+    assert!(!b.out.stderr.contains("0123456789abcdef"));
+    assert_eq!(read(&dest, "len.txt").trim(), "16");
+    assert_eq!(read(&dest, "envlen.txt").trim(), "16", "a secret mounted with env= was not in the environment");
+}
+
+#[test]
+fn ssh_mount_exposes_the_agent_socket() {
+    let Some(f) = Forge::with_base() else { return };
+    let sock = f.scratch("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox:local\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /ssh.txt\n",
+    )]);
+    let (_, fs) = build_rootfs(&f, ctx.path(), &["--ssh", &format!("default={}", sock.display())]);
+    let inside = read(&fs, "ssh.txt");
+    assert!(!inside.trim().is_empty());
+    assert!(!fs.join(inside.trim().trim_start_matches('/')).exists(), "the agent socket stayed in the image");
+    // Without --ssh the RUN still runs (the mount is optional by default, as in BuildKit) but
+    // sees no socket; with required=true forge refuses.
+    let ctx = context(&[("Dockerfile", "FROM busybox:local\nRUN --mount=type=ssh echo \"sock=[$SSH_AUTH_SOCK]\" > /ssh.txt\n")]);
+    let (_, fs) = build_rootfs(&f, ctx.path(), &[]);
+    assert_eq!(read(&fs, "ssh.txt"), "sock=[]\n");
+    let ctx = context(&[("Dockerfile", "FROM busybox:local\nRUN --mount=type=ssh,required=true true\n")]);
+    let b = f.try_build(ctx.path(), &[] as &[&str]);
+    assert_eq!(b.out.code, 1, "{}", b.out.stderr);
+    assert!(b.out.stderr.contains("required"), "{}", b.out.stderr);
+}
