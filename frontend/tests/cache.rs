@@ -34,13 +34,28 @@ fn setup() -> Option<(Forge, TempDir)> {
 /// The first build runs every step; returns its manifest digest.
 fn first_build(f: &Forge, ctx: &TempDir) -> String {
     let b = f.build(ctx.path(), &["-t", "cache:1"]);
-    assert_eq!(b.progress.ran(), ALL, "a cold build runs every step\n{}", b.out.stderr);
-    assert!(b.progress.cached().is_empty(), "nothing can be cached in a new store\n{}", b.out.stderr);
+    assert_eq!(
+        b.progress.ran(),
+        ALL,
+        "a cold build runs every step\n{}",
+        b.out.stderr
+    );
+    assert!(
+        b.progress.cached().is_empty(),
+        "nothing can be cached in a new store\n{}",
+        b.out.stderr
+    );
     b.digest()
 }
 
 fn read_rootfs_file(f: &Forge, ctx: &TempDir, args: &[&str], path: &str) -> String {
-    let dest = f.scratch(&format!("rootfs-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let dest = f.scratch(&format!(
+        "rootfs-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
     let out = format!("type=local,dest={}", dest.display());
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["-o", &out]);
@@ -53,12 +68,28 @@ fn unchanged_rebuild_reruns_nothing_and_gives_the_same_digest() {
     let Some((f, ctx)) = setup() else { return };
     let d1 = first_build(&f, &ctx);
     let b = f.build(ctx.path(), &["-t", "cache:1"]);
-    assert!(b.progress.ran().is_empty(), "an unchanged rebuild ran {:?}\n{}", b.progress.ran(), b.out.stderr);
+    assert!(
+        b.progress.ran().is_empty(),
+        "an unchanged rebuild ran {:?}\n{}",
+        b.progress.ran(),
+        b.out.stderr
+    );
     assert_eq!(b.progress.cached(), ALL);
     let s = b.progress.summary.clone().unwrap();
-    assert_eq!((s.ran, s.cached), (0, 5), "summary line disagrees with the steps");
-    assert_eq!(b.digest(), d1, "a fully cached rebuild must give the same image digest");
-    assert_eq!(f.inspect("cache:1")["ManifestDigest"], serde_json::json!(d1));
+    assert_eq!(
+        (s.ran, s.cached),
+        (0, 5),
+        "summary line disagrees with the steps"
+    );
+    assert_eq!(
+        b.digest(),
+        d1,
+        "a fully cached rebuild must give the same image digest"
+    );
+    assert_eq!(
+        f.inspect("cache:1")["ManifestDigest"],
+        serde_json::json!(d1)
+    );
 }
 
 #[test]
@@ -69,7 +100,12 @@ fn mtime_only_change_reruns_nothing() {
         set_mtime(&ctx.path().join(name), 1_000_000_000);
     }
     let b = f.build(ctx.path(), &["-t", "cache:1"]);
-    assert!(b.progress.ran().is_empty(), "an mtime-only change reran {:?}\n{}", b.progress.ran(), b.out.stderr);
+    assert!(
+        b.progress.ran().is_empty(),
+        "an mtime-only change reran {:?}\n{}",
+        b.progress.ran(),
+        b.out.stderr
+    );
     assert_eq!(b.digest(), d1);
 }
 
@@ -77,9 +113,17 @@ fn mtime_only_change_reruns_nothing() {
 fn change_to_dockerignored_file_reruns_nothing() {
     let Some((f, ctx)) = setup() else { return };
     let d1 = first_build(&f, &ctx);
-    write_files(ctx.path(), &[("ignored.txt", "ignored v2, longer than before\n")]);
+    write_files(
+        ctx.path(),
+        &[("ignored.txt", "ignored v2, longer than before\n")],
+    );
     let b = f.build(ctx.path(), &["-t", "cache:1"]);
-    assert!(b.progress.ran().is_empty(), "a change to an ignored file reran {:?}\n{}", b.progress.ran(), b.out.stderr);
+    assert!(
+        b.progress.ran().is_empty(),
+        "a change to an ignored file reran {:?}\n{}",
+        b.progress.ran(),
+        b.out.stderr
+    );
     assert_eq!(b.digest(), d1);
 }
 
@@ -89,10 +133,18 @@ fn change_to_late_copy_source_reruns_only_the_steps_after_it() {
     first_build(&f, &ctx);
     write_files(ctx.path(), &[("late.txt", "late v2\n")]);
     let b = f.build(ctx.path(), &["-t", "cache:1"]);
-    assert_eq!(b.progress.ran(), [COPY_LATE, RUN_LATE], "\n{}", b.out.stderr);
+    assert_eq!(
+        b.progress.ran(),
+        [COPY_LATE, RUN_LATE],
+        "\n{}",
+        b.out.stderr
+    );
     assert_eq!(b.progress.cached(), [RUN_BASE, COPY_EARLY, RUN_ARG]);
     // The rerun really used the new content.
-    assert_eq!(read_rootfs_file(&f, &ctx, &[], "late-copy.txt"), "late v2\n");
+    assert_eq!(
+        read_rootfs_file(&f, &ctx, &[], "late-copy.txt"),
+        "late v2\n"
+    );
 }
 
 #[test]
@@ -109,9 +161,17 @@ fn changed_build_arg_reruns_from_its_first_use() {
     let Some((f, ctx)) = setup() else { return };
     first_build(&f, &ctx);
     let b = f.build(ctx.path(), &["--build-arg", "A=two", "-t", "cache:1"]);
-    assert_eq!(b.progress.ran(), [RUN_ARG, COPY_LATE, RUN_LATE], "\n{}", b.out.stderr);
+    assert_eq!(
+        b.progress.ran(),
+        [RUN_ARG, COPY_LATE, RUN_LATE],
+        "\n{}",
+        b.out.stderr
+    );
     assert_eq!(b.progress.cached(), [RUN_BASE, COPY_EARLY]);
-    assert_eq!(read_rootfs_file(&f, &ctx, &["--build-arg", "A=two"], "a.txt"), "a=two\n");
+    assert_eq!(
+        read_rootfs_file(&f, &ctx, &["--build-arg", "A=two"], "a.txt"),
+        "a=two\n"
+    );
     // Back to the default value: everything is cached again.
     let b = f.build(ctx.path(), &["-t", "cache:1"]);
     assert!(b.progress.ran().is_empty(), "{:?}", b.progress.ran());
@@ -126,16 +186,27 @@ fn explain_names_the_changed_file_and_the_changed_arg() {
     let arg_step = b.progress.step(RUN_ARG);
     assert!(arg_step.ran());
     let why = arg_step.explain.join(" | ");
-    assert!(why.contains('A') && why.contains("three"), "--explain for the ARG step does not name A or its new value: {why:?}");
+    assert!(
+        why.contains('A') && why.contains("three"),
+        "--explain for the ARG step does not name A or its new value: {why:?}"
+    );
     let copy = b.progress.step(COPY_LATE);
     let why = copy.explain.join(" | ");
-    assert!(why.contains("late.txt"), "--explain for the COPY does not name late.txt: {why:?}\n{}", b.out.stderr);
+    assert!(
+        why.contains("late.txt"),
+        "--explain for the COPY does not name late.txt: {why:?}\n{}",
+        b.out.stderr
+    );
     // Only the changed file is named, not the unchanged early one.
     assert!(!why.contains("early.txt"), "{why:?}");
     // Without --explain, no reasons are printed.
     write_files(ctx.path(), &[("late.txt", "late v4\n")]);
     let b = f.build(ctx.path(), &["--build-arg", "A=three"]);
-    assert!(b.progress.steps.iter().all(|s| s.explain.is_empty()), "{}", b.out.stderr);
+    assert!(
+        b.progress.steps.iter().all(|s| s.explain.is_empty()),
+        "{}",
+        b.out.stderr
+    );
 }
 
 #[test]
@@ -161,9 +232,21 @@ fn no_cache_filter_reruns_only_that_stage() {
     let b = f.build(ctx.path(), &[] as &[&str]);
     assert!(b.progress.step("RUN echo one").ran() && b.progress.step("RUN echo two").ran());
     let b = f.build(ctx.path(), &["--no-cache-filter", "one"]);
-    assert!(b.progress.step("RUN echo one").ran(), "--no-cache-filter one did not rerun stage one\n{}", b.out.stderr);
-    assert!(b.progress.step("RUN echo two").cached, "--no-cache-filter one reran stage two\n{}", b.out.stderr);
-    assert!(b.progress.step("COPY --from=two").cached, "{}", b.out.stderr);
+    assert!(
+        b.progress.step("RUN echo one").ran(),
+        "--no-cache-filter one did not rerun stage one\n{}",
+        b.out.stderr
+    );
+    assert!(
+        b.progress.step("RUN echo two").cached,
+        "--no-cache-filter one reran stage two\n{}",
+        b.out.stderr
+    );
+    assert!(
+        b.progress.step("COPY --from=two").cached,
+        "{}",
+        b.out.stderr
+    );
 }
 
 #[test]
@@ -183,10 +266,20 @@ fn source_date_epoch_gives_the_same_digest_in_two_stores() {
     let d2 = f2.build_env(ctx.path(), &["-t", "r:1"], &env).digest();
     assert_eq!(d1, d2, "SOURCE_DATE_EPOCH builds in two stores differ");
     let cfg = &f1.inspect("r:1")["Config"];
-    assert_eq!(cfg["created"], serde_json::json!("2023-11-14T22:13:20Z"), "config created is not clamped: {cfg}");
+    assert_eq!(
+        cfg["created"],
+        serde_json::json!("2023-11-14T22:13:20Z"),
+        "config created is not clamped: {cfg}"
+    );
     // Without SOURCE_DATE_EPOCH, a fresh store's build is not expected to match; with a
     // different epoch the digest must change (the epoch really is used).
     let f3 = Forge::with_base().unwrap();
-    let d3 = f3.build_env(ctx.path(), &["-t", "r:1"], &[("SOURCE_DATE_EPOCH", "1600000000")]).digest();
+    let d3 = f3
+        .build_env(
+            ctx.path(),
+            &["-t", "r:1"],
+            &[("SOURCE_DATE_EPOCH", "1600000000")],
+        )
+        .digest();
     assert_ne!(d1, d3);
 }

@@ -8,7 +8,8 @@ use common::*;
 use std::path::Path;
 
 const COMMANDS: &[&str] = &[
-    "build", "images", "inspect", "tag", "rmi", "pull", "push", "save", "load", "import", "run", "prune", "check", "login", "logout", "lint", "version",
+    "build", "images", "inspect", "tag", "rmi", "pull", "push", "save", "load", "import", "run",
+    "prune", "check", "login", "logout", "lint", "version",
 ];
 
 /// insta settings that hide what changes from run to run.
@@ -16,7 +17,10 @@ fn settings(paths: &[(&Path, &str)]) -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_prepend_module_to_snapshot(false);
     // Longest paths first, so a store inside a scratch dir is not half-replaced.
-    let mut paths: Vec<(String, &str)> = paths.iter().map(|(p, n)| (p.display().to_string(), *n)).collect();
+    let mut paths: Vec<(String, &str)> = paths
+        .iter()
+        .map(|(p, n)| (p.display().to_string(), *n))
+        .collect();
     paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     for (p, name) in paths {
         s.add_filter(&regex::escape(&p), name);
@@ -49,9 +53,16 @@ fn help_of_every_command() {
     settings(&[]).bind(|| insta::assert_snapshot!("help", top.stdout));
     for cmd in COMMANDS {
         let o = f.ok(&[cmd, "--help"]);
-        assert!(o.stdout.contains("Usage: forge"), "{cmd} --help: {}", o.stdout);
+        assert!(
+            o.stdout.contains("Usage: forge"),
+            "{cmd} --help: {}",
+            o.stdout
+        );
         // The top-level help lists the command.
-        assert!(top.stdout.contains(&format!("  {cmd} ")), "forge --help does not list {cmd}");
+        assert!(
+            top.stdout.contains(&format!("  {cmd} ")),
+            "forge --help does not list {cmd}"
+        );
         settings(&[]).bind(|| insta::assert_snapshot!(format!("help_{cmd}"), o.stdout));
     }
 }
@@ -61,9 +72,29 @@ fn build_help_keeps_the_contract_flags() {
     // The issue fixes these names: scripts call them.
     let o = Forge::new().ok(&["build", "--help"]);
     for flag in [
-        "--tag", "--file", "--build-arg", "--target", "--no-cache", "--no-cache-filter", "--pull", "--label", "--platform", "--network",
-        "--secret", "--ssh", "--build-context", "--progress", "--quiet", "--iidfile", "--metadata-file", "--output", "--push",
-        "--cache-from", "--cache-to", "--explain", "--allow",
+        "--tag",
+        "--file",
+        "--build-arg",
+        "--target",
+        "--no-cache",
+        "--no-cache-filter",
+        "--pull",
+        "--label",
+        "--platform",
+        "--network",
+        "--secret",
+        "--ssh",
+        "--build-context",
+        "--progress",
+        "--quiet",
+        "--iidfile",
+        "--metadata-file",
+        "--output",
+        "--push",
+        "--cache-from",
+        "--cache-to",
+        "--explain",
+        "--allow",
     ] {
         assert!(o.stdout.contains(flag), "forge build --help lacks {flag}");
     }
@@ -79,7 +110,14 @@ fn plain_progress_of_a_small_build() {
     let root = f.root();
     let paths = [(ctx.path(), "[CTX]"), (root.as_path(), "[ROOT]")];
     let b = f.build(ctx.path(), &["-t", "snap:1"]);
-    assert_eq!(b.progress.ran(), ["COPY a.txt /a.txt", "RUN echo hello from run && cat /a.txt", "WORKDIR /app"]);
+    assert_eq!(
+        b.progress.ran(),
+        [
+            "COPY a.txt /a.txt",
+            "RUN echo hello from run && cat /a.txt",
+            "WORKDIR /app"
+        ]
+    );
     settings(&paths).bind(|| insta::assert_snapshot!("progress_cold", b.out.stderr));
     let b = f.build(ctx.path(), &["-t", "snap:1"]);
     assert!(b.progress.ran().is_empty());
@@ -96,23 +134,44 @@ fn failing(name: &str, files: &[(&str, &str)], args: &[&str], code: i32, must_co
     let ctx = context(files);
     let root = f.root();
     let b = f.try_build(ctx.path(), args);
-    assert_eq!(b.out.code, code, "{name}: wrong exit code\n{}", b.out.stderr);
+    assert_eq!(
+        b.out.code, code,
+        "{name}: wrong exit code\n{}",
+        b.out.stderr
+    );
     for m in must_contain {
-        assert!(b.out.stderr.contains(m), "{name}: stderr lacks {m:?}:\n{}", b.out.stderr);
+        assert!(
+            b.out.stderr.contains(m),
+            "{name}: stderr lacks {m:?}:\n{}",
+            b.out.stderr
+        );
     }
-    settings(&[(ctx.path(), "[CTX]"), (root.as_path(), "[ROOT]")]).bind(|| insta::assert_snapshot!(format!("error_{name}"), render(&b.out)));
+    settings(&[(ctx.path(), "[CTX]"), (root.as_path(), "[ROOT]")])
+        .bind(|| insta::assert_snapshot!(format!("error_{name}"), render(&b.out)));
 }
 
 #[test]
 fn error_unknown_instruction_suggests() {
-    failing("unknown_instruction", &[("Dockerfile", "FROM busybox:local\nRUNN echo hi\n")], &[], 1, &["RUNN", "did you mean", "RUN"]);
+    failing(
+        "unknown_instruction",
+        &[("Dockerfile", "FROM busybox:local\nRUNN echo hi\n")],
+        &[],
+        1,
+        &["RUNN", "did you mean", "RUN"],
+    );
 }
 
 #[test]
 fn error_missing_copy_source() {
     failing(
         "missing_copy_source",
-        &[("Dockerfile", "FROM busybox:local\nCOPY present.txt /p.txt\nCOPY absent.txt /a.txt\n"), ("present.txt", "p\n")],
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local\nCOPY present.txt /p.txt\nCOPY absent.txt /a.txt\n",
+            ),
+            ("present.txt", "p\n"),
+        ],
         &[],
         1,
         &["absent.txt", ":3"],
@@ -123,7 +182,11 @@ fn error_missing_copy_source() {
 fn error_copy_source_excluded_by_dockerignore() {
     failing(
         "dockerignore_excluded",
-        &[("Dockerfile", "FROM busybox:local\nCOPY secret.env /app/\n"), ("secret.env", "x=1\n"), (".dockerignore", "*.env\n")],
+        &[
+            ("Dockerfile", "FROM busybox:local\nCOPY secret.env /app/\n"),
+            ("secret.env", "x=1\n"),
+            (".dockerignore", "*.env\n"),
+        ],
         &[],
         1,
         &["secret.env", ".dockerignore"],
@@ -134,10 +197,19 @@ fn error_copy_source_excluded_by_dockerignore() {
 fn error_failing_run() {
     failing(
         "failing_run",
-        &[("Dockerfile", "FROM busybox:local\nRUN echo about to fail && echo on stderr >&2 && exit 42\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN echo about to fail && echo on stderr >&2 && exit 42\n",
+        )],
         &[],
         1,
-        &["RUN echo about to fail", ":2", "42", "about to fail", "on stderr"],
+        &[
+            "RUN echo about to fail",
+            ":2",
+            "42",
+            "about to fail",
+            "on stderr",
+        ],
     );
 }
 
@@ -145,7 +217,10 @@ fn error_failing_run() {
 fn error_unknown_target_suggests() {
     failing(
         "unknown_target",
-        &[("Dockerfile", "FROM busybox:local AS build\nRUN true\nFROM build AS release\n")],
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS build\nRUN true\nFROM build AS release\n",
+        )],
         &["--target", "buidl"],
         2,
         &["buidl", "build"],
@@ -154,12 +229,24 @@ fn error_unknown_target_suggests() {
 
 #[test]
 fn error_bad_output_spec_is_usage() {
-    failing("bad_output", &[("Dockerfile", "FROM busybox:local\n")], &["-o", "type=bogus,dest=x"], 2, &["bogus"]);
+    failing(
+        "bad_output",
+        &[("Dockerfile", "FROM busybox:local\n")],
+        &["-o", "type=bogus,dest=x"],
+        2,
+        &["bogus"],
+    );
 }
 
 #[test]
 fn error_missing_dockerfile_is_usage() {
-    failing("missing_dockerfile", &[("README", "no Dockerfile here\n")], &[], 2, &["Dockerfile"]);
+    failing(
+        "missing_dockerfile",
+        &[("README", "no Dockerfile here\n")],
+        &[],
+        2,
+        &["Dockerfile"],
+    );
 }
 
 #[test]

@@ -18,13 +18,18 @@ fn with_app() -> Option<(Forge, TempDir, String)> {
 }
 
 fn blob_path(f: &Forge, digest: &str) -> PathBuf {
-    f.root().join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+    f.root()
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
 }
 
 /// Digests of the image's manifest, config and layers.
 fn image_blobs(f: &Forge, name: &str) -> Vec<String> {
     let ins = f.inspect(name);
-    let mut v = vec![ins["ManifestDigest"].as_str().unwrap().to_string(), ins["Id"].as_str().unwrap().to_string()];
+    let mut v = vec![
+        ins["ManifestDigest"].as_str().unwrap().to_string(),
+        ins["Id"].as_str().unwrap().to_string(),
+    ];
     for l in ins["Manifest"]["layers"].as_array().unwrap() {
         v.push(l["digest"].as_str().unwrap().to_string());
     }
@@ -33,13 +38,19 @@ fn image_blobs(f: &Forge, name: &str) -> Vec<String> {
 
 #[test]
 fn save_and_load_round_trip() {
-    let Some((f, _ctx, digest)) = with_app() else { return };
+    let Some((f, _ctx, digest)) = with_app() else {
+        return;
+    };
     let tar = f.scratch("app.tar");
     f.ok(&["save", "-o", tar.to_str().unwrap(), "app:1"]);
     let g = Forge::new();
     let o = g.ok(&["load", "-i", tar.to_str().unwrap()]);
     assert!(o.stdout.contains("app:1"), "{}", o.stdout);
-    assert_eq!(g.inspect("app:1")["ManifestDigest"].as_str().unwrap(), digest, "the digest changed in the round trip");
+    assert_eq!(
+        g.inspect("app:1")["ManifestDigest"].as_str().unwrap(),
+        digest,
+        "the digest changed in the round trip"
+    );
     let o = g.ok(&["run", "--rm", "app:1"]);
     assert_eq!(o.stdout, format!("message {}\n", std::process::id()));
     // stdin/stdout work too.
@@ -53,10 +64,20 @@ fn save_and_load_round_trip() {
     assert!(o.stdout.contains("app:1"));
     // The OCI-only format loads too, and a bad archive fails with exit 1.
     let oci = f.scratch("app-oci.tar");
-    f.ok(&["save", "--format", "oci", "-o", oci.to_str().unwrap(), "app:1"]);
+    f.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        oci.to_str().unwrap(),
+        "app:1",
+    ]);
     let h = Forge::new();
     h.ok(&["load", "-i", oci.to_str().unwrap()]);
-    assert_eq!(h.inspect("app:1")["ManifestDigest"].as_str().unwrap(), digest);
+    assert_eq!(
+        h.inspect("app:1")["ManifestDigest"].as_str().unwrap(),
+        digest
+    );
     let junk = f.scratch("junk.tar");
     std::fs::write(&junk, b"not a tar at all").unwrap();
     assert_eq!(h.run(&["load", "-i", junk.to_str().unwrap()]).code, 1);
@@ -71,7 +92,9 @@ impl Drop for DockerImage<'_> {
 
 #[test]
 fn forge_save_loads_into_docker_and_docker_save_loads_into_forge() {
-    let Some((f, _ctx, _)) = with_app() else { return };
+    let Some((f, _ctx, _)) = with_app() else {
+        return;
+    };
     let Some(docker) = docker() else { return };
     let name = format!("forge-e2e-save-{}:1", std::process::id());
     f.ok(&["tag", "app:1", &name]);
@@ -84,27 +107,50 @@ fn forge_save_loads_into_docker_and_docker_save_loads_into_forge() {
     assert_eq!(o.stdout, format!("message {}\n", std::process::id()));
 
     let dsave = f.scratch("docker-save.tar");
-    run_cmd(Command::new(&docker).arg("save").arg("-o").arg(&dsave).arg(&name)).ok();
+    run_cmd(
+        Command::new(&docker)
+            .arg("save")
+            .arg("-o")
+            .arg(&dsave)
+            .arg(&name),
+    )
+    .ok();
     let g = Forge::new();
     let o = g.ok(&["load", "-i", dsave.to_str().unwrap()]);
     assert!(o.stdout.contains(&name), "{}", o.stdout);
-    assert_eq!(g.inspect(&name)["Id"], f.inspect(&name)["Id"], "the config changed going through docker");
+    assert_eq!(
+        g.inspect(&name)["Id"],
+        f.inspect(&name)["Id"],
+        "the config changed going through docker"
+    );
     let o = g.ok(&["run", "--rm", &name]);
     assert_eq!(o.stdout, format!("message {}\n", std::process::id()));
 }
 
 #[test]
 fn tag_rmi_and_prune() {
-    let Some((f, _ctx, digest)) = with_app() else { return };
+    let Some((f, _ctx, digest)) = with_app() else {
+        return;
+    };
     f.ok(&["tag", "app:1", "other/app:2"]);
-    assert_eq!(f.inspect("other/app:2")["ManifestDigest"].as_str().unwrap(), digest);
+    assert_eq!(
+        f.inspect("other/app:2")["ManifestDigest"].as_str().unwrap(),
+        digest
+    );
     let blobs = image_blobs(&f, "app:1");
     let o = f.ok(&["rmi", "app:1"]);
     assert!(o.stdout.contains("app:1"));
-    assert_eq!(f.run(&["inspect", "app:1"]).code, 1, "app:1 still resolves after rmi");
+    assert_eq!(
+        f.run(&["inspect", "app:1"]).code,
+        1,
+        "app:1 still resolves after rmi"
+    );
     f.ok(&["prune", "--all"]);
     for b in &blobs {
-        assert!(blob_path(&f, b).is_file(), "prune removed {b}, which the tagged other/app:2 needs");
+        assert!(
+            blob_path(&f, b).is_file(),
+            "prune removed {b}, which the tagged other/app:2 needs"
+        );
     }
     f.ok(&["run", "--rm", "other/app:2"]);
     // Untagged: everything only it needed goes (the base image stays: it is still tagged).
@@ -121,15 +167,26 @@ fn tag_rmi_and_prune() {
 
 #[test]
 fn plain_prune_keeps_the_build_cache() {
-    let Some((f, ctx, digest)) = with_app() else { return };
+    let Some((f, ctx, digest)) = with_app() else {
+        return;
+    };
     let blobs = image_blobs(&f, "app:1");
     f.ok(&["rmi", "app:1"]);
     f.ok(&["prune"]);
     // The untagged image's manifest and config go; its layers stay for the cache records.
-    assert!(!blob_path(&f, &digest).exists(), "plain prune kept the untagged manifest");
-    assert!(!blob_path(&f, &blobs[1]).exists(), "plain prune kept the untagged config");
+    assert!(
+        !blob_path(&f, &digest).exists(),
+        "plain prune kept the untagged manifest"
+    );
+    assert!(
+        !blob_path(&f, &blobs[1]).exists(),
+        "plain prune kept the untagged config"
+    );
     for l in &blobs[2..] {
-        assert!(blob_path(&f, l).is_file(), "plain prune removed layer {l}, which a cache record needs");
+        assert!(
+            blob_path(&f, l).is_file(),
+            "plain prune removed layer {l}, which a cache record needs"
+        );
     }
     // Cache records keep their layers: the rebuild reruns nothing.
     let b = f.build(ctx.path(), &["-t", "app:1"]);
@@ -139,7 +196,9 @@ fn plain_prune_keeps_the_build_cache() {
 
 #[test]
 fn check_finds_a_corrupt_blob_and_repair_fixes_it() {
-    let Some((f, ctx, _)) = with_app() else { return };
+    let Some((f, ctx, _)) = with_app() else {
+        return;
+    };
     let o = f.ok(&["check"]);
     assert!(o.stdout.contains("no problems found"), "{}", o.stdout);
     let layer = image_blobs(&f, "app:1").last().unwrap().clone();
@@ -151,11 +210,22 @@ fn check_finds_a_corrupt_blob_and_repair_fixes_it() {
     std::fs::remove_file(&p).unwrap();
     std::fs::write(&p, &bytes).unwrap();
     let o = f.run(&["check"]);
-    assert_eq!(o.code, 1, "check missed the corruption\n{}{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains(&format!("corrupt blob {layer}")), "{}", o.stdout);
+    assert_eq!(
+        o.code, 1,
+        "check missed the corruption\n{}{}",
+        o.stdout, o.stderr
+    );
+    assert!(
+        o.stdout.contains(&format!("corrupt blob {layer}")),
+        "{}",
+        o.stdout
+    );
     let o = f.run(&["check", "--repair"]);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert!(!p.exists() || std::fs::read(&p).unwrap() != bytes, "--repair left the corrupt blob in place");
+    assert!(
+        !p.exists() || std::fs::read(&p).unwrap() != bytes,
+        "--repair left the corrupt blob in place"
+    );
     let o = f.run(&["check"]);
     assert!(!o.stdout.contains("corrupt blob"), "{}", o.stdout);
     // A rebuild restores the image, after which the store is clean.
@@ -167,28 +237,80 @@ fn check_finds_a_corrupt_blob_and_repair_fixes_it() {
 
 #[test]
 fn run_passes_exit_code_env_volumes_workdir_and_user() {
-    let Some((f, _ctx, _)) = with_app() else { return };
-    assert_eq!(f.run(&["run", "--rm", "app:1", "sh", "-c", "exit 7"]).code, 7);
+    let Some((f, _ctx, _)) = with_app() else {
+        return;
+    };
+    assert_eq!(
+        f.run(&["run", "--rm", "app:1", "sh", "-c", "exit 7"]).code,
+        7
+    );
     assert_eq!(f.run(&["run", "--rm", "app:1", "false"]).code, 1);
-    let o = f.ok(&["run", "--rm", "-e", "FOO=bar baz", "app:1", "sh", "-c", "echo \"$FOO\""]);
+    let o = f.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar baz",
+        "app:1",
+        "sh",
+        "-c",
+        "echo \"$FOO\"",
+    ]);
     assert_eq!(o.stdout, "bar baz\n");
     let vol = f.scratch("vol");
     std::fs::create_dir_all(&vol).unwrap();
     std::fs::write(vol.join("in.txt"), "from host\n").unwrap();
-    let o = f.ok(&["run", "--rm", "-v", &format!("{}:/data", vol.display()), "app:1", "sh", "-c", "cat /data/in.txt && echo written > /data/out.txt"]);
+    let o = f.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data", vol.display()),
+        "app:1",
+        "sh",
+        "-c",
+        "cat /data/in.txt && echo written > /data/out.txt",
+    ]);
     assert_eq!(o.stdout, "from host\n");
-    assert_eq!(std::fs::read_to_string(vol.join("out.txt")).unwrap(), "written\n", "a -v mount did not write through");
-    let o = f.run(&["run", "--rm", "-v", &format!("{}:/data:ro", vol.display()), "app:1", "sh", "-c", "echo x > /data/ro.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(vol.join("out.txt")).unwrap(),
+        "written\n",
+        "a -v mount did not write through"
+    );
+    let o = f.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data:ro", vol.display()),
+        "app:1",
+        "sh",
+        "-c",
+        "echo x > /data/ro.txt",
+    ]);
     assert_ne!(o.code, 0, "a :ro volume was writable");
     assert!(!vol.join("ro.txt").exists());
     let o = f.ok(&["run", "--rm", "-w", "/tmp", "app:1", "pwd"]);
     assert_eq!(o.stdout, "/tmp\n");
     let o = f.ok(&["run", "--rm", "--user", "app", "app:1", "id", "-u"]);
     assert_eq!(o.stdout, "1000\n");
-    let o = f.ok(&["run", "--rm", "-u", "1234:5678", "app:1", "sh", "-c", "echo $(id -u):$(id -g)"]);
+    let o = f.ok(&[
+        "run",
+        "--rm",
+        "-u",
+        "1234:5678",
+        "app:1",
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g)",
+    ]);
     assert_eq!(o.stdout, "1234:5678\n");
     // The image's files are not changed by a run.
-    f.ok(&["run", "--rm", "app:1", "sh", "-c", "echo scribble > /msg.txt"]);
+    f.ok(&[
+        "run",
+        "--rm",
+        "app:1",
+        "sh",
+        "-c",
+        "echo scribble > /msg.txt",
+    ]);
     let o = f.ok(&["run", "--rm", "app:1"]);
     assert_eq!(o.stdout, format!("message {}\n", std::process::id()));
     assert_eq!(f.run(&["run", "--rm", "no-such-image:1"]).code, 1);
@@ -198,23 +320,48 @@ fn run_passes_exit_code_env_volumes_workdir_and_user() {
 fn lint_exit_codes() {
     let f = Forge::new();
     let dir = context(&[
-        ("good/Dockerfile", "FROM busybox:local\nRUN true\nCMD [\"sh\"]\n"),
+        (
+            "good/Dockerfile",
+            "FROM busybox:local\nRUN true\nCMD [\"sh\"]\n",
+        ),
         ("bad/Dockerfile", "FROM busybox:local\nRUNN true\n"),
         ("warn/Dockerfile", "from busybox:local AS Build\nCMD sh\n"),
     ]);
     let p = |d: &str| dir.path().join(d).join("Dockerfile").display().to_string();
     let o = f.run(&["lint", "-f", &p("good")]);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("0 error(s), 0 warning(s)"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("0 error(s), 0 warning(s)"),
+        "{}",
+        o.stdout
+    );
     let o = f.run(&["lint", "-f", &p("bad")]);
     assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("RUNN"), "{}", o.stdout);
     let o = f.run(&["lint", "-f", &p("warn")]);
-    assert_eq!(o.code, 0, "warnings alone must not fail lint: {}{}", o.stdout, o.stderr);
-    assert!(!o.stdout.contains(" 0 warning(s)"), "the warnings were not reported: {}", o.stdout);
+    assert_eq!(
+        o.code, 0,
+        "warnings alone must not fail lint: {}{}",
+        o.stdout, o.stderr
+    );
+    assert!(
+        !o.stdout.contains(" 0 warning(s)"),
+        "the warnings were not reported: {}",
+        o.stdout
+    );
     let o = f.run(&["lint", "--format", "json", "-f", &p("bad")]);
     assert_eq!(o.code, 1);
     let v = o.json();
-    assert!(v.as_array().unwrap().iter().any(|d| d["severity"] == "error" && d["line"] == 2), "{v}");
-    assert_eq!(f.run(&["lint", "-f", &dir.path().join("nope").display().to_string()]).code, 2);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["severity"] == "error" && d["line"] == 2),
+        "{v}"
+    );
+    assert_eq!(
+        f.run(&["lint", "-f", &dir.path().join("nope").display().to_string()])
+            .code,
+        2
+    );
 }

@@ -39,7 +39,9 @@ pub fn forge_bin() -> PathBuf {
 
 /// True when running under CI (`CI=true`): missing tools fail instead of skipping.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Skips (loudly) or, under CI, fails: `what` is missing.
@@ -47,7 +49,9 @@ pub fn skip_or_fail(what: &str) {
     if in_ci() {
         panic!("{what} not found, and CI=true: the end-to-end tests need it");
     }
-    eprintln!("SKIPPED: {what} not found (the test did not run; set CI=true to make this a failure)");
+    eprintln!(
+        "SKIPPED: {what} not found (the test did not run; set CI=true to make this a failure)"
+    );
 }
 
 /// Finds an external tool: an absolute path that must exist, or a name looked up on PATH.
@@ -56,7 +60,11 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     let found = if name.contains('/') {
         Some(PathBuf::from(name)).filter(|p| p.is_file())
     } else {
-        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
     };
     if found.is_none() {
         skip_or_fail(name);
@@ -67,7 +75,13 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 /// `/usr/bin/docker` with a running daemon (`docker info` succeeds); skips or fails like [`tool`].
 pub fn docker() -> Option<PathBuf> {
     let d = tool("/usr/bin/docker")?;
-    let ok = Command::new(&d).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new(&d)
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
         skip_or_fail("a running docker daemon (`/usr/bin/docker info` failed)");
         return None;
@@ -86,35 +100,54 @@ pub struct Out {
 impl Out {
     fn from(o: std::process::Output) -> Out {
         use std::os::unix::process::ExitStatusExt;
-        let code = o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
-        Out { code, stdout: String::from_utf8_lossy(&o.stdout).into_owned(), stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+        let code = o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        Out {
+            code,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
 
     /// Panics (showing both streams) unless the exit code was 0.
     #[track_caller]
     pub fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "command failed\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Panics unless the exit code was `code`.
     #[track_caller]
     pub fn code(self, code: i32) -> Out {
-        assert_eq!(self.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Parses stdout as JSON.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
 /// Runs any command, capturing output.
 #[track_caller]
 pub fn run_cmd(cmd: &mut Command) -> Out {
-    let o = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let o = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     Out::from(o)
 }
 
@@ -132,7 +165,12 @@ impl Default for Forge {
 impl Forge {
     /// An empty store.
     pub fn new() -> Forge {
-        Forge { dir: tempfile::Builder::new().prefix("forge-e2e-").tempdir().expect("temp dir") }
+        Forge {
+            dir: tempfile::Builder::new()
+                .prefix("forge-e2e-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     /// A store holding the shared busybox base as `busybox:local`. None (after a loud SKIPPED
@@ -160,7 +198,9 @@ impl Forge {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(forge_bin());
         c.arg("--root").arg(self.root());
-        c.env_remove("FORGE_ROOT").env_remove("SOURCE_DATE_EPOCH").env_remove("RUST_LOG");
+        c.env_remove("FORGE_ROOT")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("RUST_LOG");
         c
     }
 
@@ -177,7 +217,9 @@ impl Forge {
             o.code,
             0,
             "forge {:?} failed\n--- stdout\n{}\n--- stderr\n{}",
-            args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
             o.stdout,
             o.stderr
         );
@@ -190,7 +232,12 @@ impl Forge {
     }
 
     /// Like [`Forge::try_build`], with extra environment variables for forge.
-    pub fn try_build_env<S: AsRef<OsStr>>(&self, ctx: &Path, args: &[S], env: &[(&str, &str)]) -> Build {
+    pub fn try_build_env<S: AsRef<OsStr>>(
+        &self,
+        ctx: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Build {
         let mut c = self.cmd();
         c.arg("build").arg("--progress=plain").args(args).arg(ctx);
         for (k, v) in env {
@@ -209,9 +256,18 @@ impl Forge {
 
     /// A build that must succeed, with extra environment variables.
     #[track_caller]
-    pub fn build_env<S: AsRef<OsStr>>(&self, ctx: &Path, args: &[S], env: &[(&str, &str)]) -> Build {
+    pub fn build_env<S: AsRef<OsStr>>(
+        &self,
+        ctx: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Build {
         let b = self.try_build_env(ctx, args, env);
-        assert_eq!(b.out.code, 0, "forge build failed\n--- stdout\n{}\n--- stderr\n{}", b.out.stdout, b.out.stderr);
+        assert_eq!(
+            b.out.code, 0,
+            "forge build failed\n--- stdout\n{}\n--- stderr\n{}",
+            b.out.stdout, b.out.stderr
+        );
         b
     }
 
@@ -219,7 +275,9 @@ impl Forge {
     #[track_caller]
     pub fn inspect(&self, name: &str) -> serde_json::Value {
         let v = self.ok(&["inspect", name]).json();
-        v.get(0).cloned().unwrap_or_else(|| panic!("forge inspect {name}: empty answer {v}"))
+        v.get(0)
+            .cloned()
+            .unwrap_or_else(|| panic!("forge inspect {name}: empty answer {v}"))
     }
 
     /// `forge images --format json`.
@@ -243,7 +301,11 @@ impl Build {
     /// The manifest digest from the final `built sha256:… (…)` line.
     #[track_caller]
     pub fn digest(&self) -> String {
-        self.progress.summary.as_ref().map(|s| s.digest.clone()).unwrap_or_else(|| panic!("no `built …` line in:\n{}", self.out.stderr))
+        self.progress
+            .summary
+            .as_ref()
+            .map(|s| s.digest.clone())
+            .unwrap_or_else(|| panic!("no `built …` line in:\n{}", self.out.stderr))
     }
 }
 
@@ -271,7 +333,12 @@ impl Step {
 
     /// The stage label inside the brackets, without the `i/n` counter (empty for unnamed stages).
     pub fn stage(&self) -> &str {
-        let label = self.name.strip_prefix('[').and_then(|s| s.split_once(']')).map(|(l, _)| l).unwrap_or("");
+        let label = self
+            .name
+            .strip_prefix('[')
+            .and_then(|s| s.split_once(']'))
+            .map(|(l, _)| l)
+            .unwrap_or("");
         label.rsplit_once(' ').map(|(s, _)| s).unwrap_or("")
     }
 
@@ -306,7 +373,10 @@ fn is_log_time(s: &str) -> bool {
         Some(x) => x,
         None => return false,
     };
-    !a.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.len() == 3 && b.bytes().all(|c| c.is_ascii_digit())
+    !a.is_empty()
+        && a.bytes().all(|c| c.is_ascii_digit())
+        && b.len() == 3
+        && b.bytes().all(|c| c.is_ascii_digit())
 }
 
 impl Progress {
@@ -320,19 +390,36 @@ impl Progress {
             if let Some(rest) = line.strip_prefix("built ") {
                 // built sha256:… (N steps ran, M cached)[ as tags]
                 let (digest, tail) = rest.split_once(" (").unwrap_or((rest, ""));
-                let nums: Vec<usize> = tail.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+                let nums: Vec<usize> = tail
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
                 if nums.len() >= 2 {
-                    p.summary = Some(Summary { digest: digest.to_string(), ran: nums[0], cached: nums[1] });
+                    p.summary = Some(Summary {
+                        digest: digest.to_string(),
+                        ran: nums[0],
+                        cached: nums[1],
+                    });
                 }
                 continue;
             }
-            let Some(rest) = line.strip_prefix('#') else { continue };
-            let Some((num, body)) = rest.split_once(' ') else { continue };
-            let Ok(id) = num.parse::<usize>() else { continue };
+            let Some(rest) = line.strip_prefix('#') else {
+                continue;
+            };
+            let Some((num, body)) = rest.split_once(' ') else {
+                continue;
+            };
+            let Ok(id) = num.parse::<usize>() else {
+                continue;
+            };
             let idx = match p.steps.iter().position(|s| s.id == id) {
                 Some(i) => i,
                 None => {
-                    p.steps.push(Step { id, ..Default::default() });
+                    p.steps.push(Step {
+                        id,
+                        ..Default::default()
+                    });
                     p.steps.len() - 1
                 }
             };
@@ -348,8 +435,16 @@ impl Progress {
                 s.error = Some(e.to_string());
             } else if let Some(r) = body.strip_prefix("cache miss: ") {
                 s.explain.push(r.to_string());
-            } else if body.split_once(' ').map(|(t, _)| is_log_time(t)).unwrap_or(is_log_time(body)) {
-                s.logs.push(body.split_once(' ').map(|(_, l)| l.to_string()).unwrap_or_default());
+            } else if body
+                .split_once(' ')
+                .map(|(t, _)| is_log_time(t))
+                .unwrap_or(is_log_time(body))
+            {
+                s.logs.push(
+                    body.split_once(' ')
+                        .map(|(_, l)| l.to_string())
+                        .unwrap_or_default(),
+                );
             } else if s.name.is_empty() {
                 s.name = body.to_string();
             }
@@ -359,24 +454,40 @@ impl Progress {
 
     /// Instructions (without the stage label) of the non-FROM steps that ran.
     pub fn ran(&self) -> Vec<String> {
-        self.steps.iter().filter(|s| !s.is_from() && s.ran()).map(|s| s.instruction().to_string()).collect()
+        self.steps
+            .iter()
+            .filter(|s| !s.is_from() && s.ran())
+            .map(|s| s.instruction().to_string())
+            .collect()
     }
 
     /// Instructions of the steps served from the cache.
     pub fn cached(&self) -> Vec<String> {
-        self.steps.iter().filter(|s| s.cached).map(|s| s.instruction().to_string()).collect()
+        self.steps
+            .iter()
+            .filter(|s| s.cached)
+            .map(|s| s.instruction().to_string())
+            .collect()
     }
 
     /// The one step whose instruction contains `needle`; panics (listing the steps) otherwise.
     #[track_caller]
     pub fn step(&self, needle: &str) -> &Step {
-        let hits: Vec<&Step> = self.steps.iter().filter(|s| s.instruction().contains(needle)).collect();
+        let hits: Vec<&Step> = self
+            .steps
+            .iter()
+            .filter(|s| s.instruction().contains(needle))
+            .collect();
         match hits.as_slice() {
             [one] => one,
             _ => panic!(
                 "expected exactly one step containing {needle:?}, found {}; steps:\n{}",
                 hits.len(),
-                self.steps.iter().map(|s| format!("  #{} {}", s.id, s.name)).collect::<Vec<_>>().join("\n")
+                self.steps
+                    .iter()
+                    .map(|s| format!("  #{} {}", s.id, s.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ),
         }
     }
@@ -405,7 +516,10 @@ pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
 
 /// A new temporary build context holding `files`.
 pub fn context(files: &[(&str, &str)]) -> TempDir {
-    let d = tempfile::Builder::new().prefix("forge-ctx-").tempdir().expect("temp dir");
+    let d = tempfile::Builder::new()
+        .prefix("forge-ctx-")
+        .tempdir()
+        .expect("temp dir");
     write_files(d.path(), files);
     d
 }
@@ -413,7 +527,8 @@ pub fn context(files: &[(&str, &str)]) -> TempDir {
 /// Sets a file's modification time to `secs` after the epoch (content untouched).
 pub fn set_mtime(path: &Path, secs: u64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap();
 }
 
 /// The shared base: an OCI layout tar holding `busybox:local`, made once per test binary with
@@ -453,12 +568,19 @@ fn make_base() -> Option<PathBuf> {
     let dir = parent.join(std::process::id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
     let root = dir.join("rootfs");
-    for d in ["bin", "sbin", "etc", "tmp", "root", "home/app", "usr/bin", "usr/sbin", "var/tmp", "proc", "dev", "sys", "run"] {
+    for d in [
+        "bin", "sbin", "etc", "tmp", "root", "home/app", "usr/bin", "usr/sbin", "var/tmp", "proc",
+        "dev", "sys", "run",
+    ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(&bb, root.join("bin/busybox")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        root.join("bin/busybox"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     for applet in list.stdout.split_whitespace().filter(|a| *a != "busybox") {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
@@ -467,7 +589,11 @@ fn make_base() -> Option<PathBuf> {
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )
     .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
     for t in ["tmp", "var/tmp"] {
         std::fs::set_permissions(root.join(t), std::fs::Permissions::from_mode(0o1777)).unwrap();
     }
@@ -475,12 +601,35 @@ fn make_base() -> Option<PathBuf> {
 
     let store = dir.join("store");
     let forge = |args: &[&OsStr]| {
-        let o = run_cmd(Command::new(forge_bin()).arg("--root").arg(&store).args(args).env("SOURCE_DATE_EPOCH", "0"));
-        assert_eq!(o.code, 0, "making the base image: forge {args:?} failed\n{}\n{}", o.stdout, o.stderr);
+        let o = run_cmd(
+            Command::new(forge_bin())
+                .arg("--root")
+                .arg(&store)
+                .args(args)
+                .env("SOURCE_DATE_EPOCH", "0"),
+        );
+        assert_eq!(
+            o.code, 0,
+            "making the base image: forge {args:?} failed\n{}\n{}",
+            o.stdout, o.stderr
+        );
     };
-    forge(&[OsStr::new("import"), OsStr::new("--cmd"), OsStr::new("[\"/bin/sh\"]"), root.as_os_str(), OsStr::new(BASE)]);
+    forge(&[
+        OsStr::new("import"),
+        OsStr::new("--cmd"),
+        OsStr::new("[\"/bin/sh\"]"),
+        root.as_os_str(),
+        OsStr::new(BASE),
+    ]);
     let tar = dir.join("busybox.tar");
-    forge(&[OsStr::new("save"), OsStr::new("--format"), OsStr::new("oci"), OsStr::new("-o"), tar.as_os_str(), OsStr::new(BASE)]);
+    forge(&[
+        OsStr::new("save"),
+        OsStr::new("--format"),
+        OsStr::new("oci"),
+        OsStr::new("-o"),
+        tar.as_os_str(),
+        OsStr::new(BASE),
+    ]);
     let _ = std::fs::remove_dir_all(&store);
     Some(tar)
 }
