@@ -283,3 +283,117 @@ fn source_date_epoch_gives_the_same_digest_in_two_stores() {
         .digest();
     assert_ne!(d1, d3);
 }
+
+#[test]
+fn comments_and_metadata_before_a_run_do_not_invalidate_it() {
+    let Some(f) = Forge::with_base() else { return };
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM busybox:local\nLABEL version=1\nEXPOSE 80\nRUN echo work > /work.txt\nCOPY a.txt /a.txt\n",
+        ),
+        ("a.txt", "a\n"),
+    ]);
+    f.build(ctx.path(), &[] as &[&str]);
+    // A comment, blank lines, and changed LABEL/EXPOSE values: no filesystem step reruns,
+    // as in BuildKit (metadata is not part of a RUN's definition).
+    write_files(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            "# a new comment\n\nFROM busybox:local\nLABEL version=2\nEXPOSE 8080\n\nRUN echo work > /work.txt\nCOPY a.txt /a.txt\n",
+        )],
+    );
+    let b = f.build(ctx.path(), &["-t", "meta:2"]);
+    assert!(
+        b.progress.ran().is_empty(),
+        "{:?}\n{}",
+        b.progress.ran(),
+        b.out.stderr
+    );
+    let cfg = &f.inspect("meta:2")["Config"]["config"];
+    assert_eq!(
+        cfg["Labels"]["version"], "2",
+        "the new label is not in the config: {cfg}"
+    );
+    assert!(cfg["ExposedPorts"].get("8080/tcp").is_some(), "{cfg}");
+    // An ENV change is different: the RUN sees it, so it reruns.
+    write_files(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nENV MODE=x\nRUN echo work > /work.txt\nCOPY a.txt /a.txt\n",
+        )],
+    );
+    let b = f.build(ctx.path(), &[] as &[&str]);
+    assert_eq!(
+        b.progress.ran(),
+        ["RUN echo work > /work.txt", "COPY a.txt /a.txt"]
+    );
+}
+
+#[test]
+fn dockerignore_change_that_excludes_a_copied_file_reruns_the_copy() {
+    let Some(f) = Forge::with_base() else { return };
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM busybox:local\nCOPY . /ctx/\nRUN ls /ctx > /listing.txt\n",
+        ),
+        ("keep.txt", "k\n"),
+        ("drop.txt", "d\n"),
+    ]);
+    f.build(ctx.path(), &[] as &[&str]);
+    write_files(ctx.path(), &[(".dockerignore", "drop.txt\n")]);
+    let dest = f.scratch("rootfs");
+    let b = f.build(
+        ctx.path(),
+        &["-o", &format!("type=local,dest={}", dest.display())],
+    );
+    assert_eq!(
+        b.progress.ran(),
+        ["COPY . /ctx/", "RUN ls /ctx > /listing.txt"],
+        "{}",
+        b.out.stderr
+    );
+    let listing = std::fs::read_to_string(dest.join("listing.txt")).unwrap();
+    assert!(
+        !listing.contains("drop.txt") && listing.contains("keep.txt"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn identical_work_in_two_stages_runs_once() {
+    let Some(f) = Forge::with_base() else { return };
+    let stage = |n: &str| {
+        format!("FROM busybox:local AS {n}\nRUN head -c 16 /dev/urandom | od -An -tx1 > /random.txt\n\n")
+    };
+    let df = format!(
+        "{}{}FROM busybox:local\nCOPY --from=one /random.txt /one.txt\nCOPY --from=two /random.txt /two.txt\n",
+        stage("one"),
+        stage("two")
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    let dest = f.scratch("rootfs");
+    let b = f.build(
+        ctx.path(),
+        &["-o", &format!("type=local,dest={}", dest.display())],
+    );
+    let runs: Vec<&Step> = b
+        .progress
+        .steps
+        .iter()
+        .filter(|s| s.instruction().starts_with("RUN "))
+        .collect();
+    assert_eq!(runs.len(), 2, "{}", b.out.stderr);
+    assert_eq!(
+        runs.iter().filter(|s| s.ran()).count(),
+        1,
+        "the same RUN ran twice:\n{}",
+        b.out.stderr
+    );
+    let one = std::fs::read_to_string(dest.join("one.txt")).unwrap();
+    assert_eq!(one, std::fs::read_to_string(dest.join("two.txt")).unwrap());
+    assert!(one.trim().len() >= 32, "{one:?}");
+}
