@@ -365,3 +365,50 @@ fn lint_exit_codes() {
         2
     );
 }
+
+#[test]
+fn run_honours_entrypoint_and_cmd_and_images_lists_tags() {
+    let Some(f) = Forge::with_base() else { return };
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox:local\nENTRYPOINT [\"echo\", \"ep\"]\nCMD [\"default-arg\"]\n",
+    )]);
+    f.build(ctx.path(), &["-t", "ep:1"]);
+    assert_eq!(f.ok(&["run", "--rm", "ep:1"]).stdout, "ep default-arg\n");
+    assert_eq!(f.ok(&["run", "--rm", "ep:1", "given"]).stdout, "ep given\n");
+    assert_eq!(
+        f.ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "printf",
+            "ep:1",
+            "%s-%s\\n",
+            "a",
+            "b"
+        ])
+        .stdout,
+        "a-b\n"
+    );
+    // ENTRYPOINT after CMD in a child resets the inherited CMD (as BuildKit does).
+    let child = context(&[(
+        "Dockerfile",
+        "FROM ep:1\nENTRYPOINT [\"echo\", \"child\"]\n",
+    )]);
+    f.build(child.path(), &["-t", "ep:2"]);
+    assert_eq!(f.ok(&["run", "--rm", "ep:2"]).stdout, "child\n");
+
+    let table = f.ok(&["images"]).stdout;
+    let row = table.lines().find(|l| {
+        l.split_whitespace().next() == Some("ep") && l.split_whitespace().nth(1) == Some("1")
+    });
+    assert!(row.is_some(), "forge images does not list ep:1:\n{table}");
+    let id = f.inspect("ep:1")["Id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")[..12]
+        .to_string();
+    assert!(row.unwrap().contains(&id), "{table}");
+    let q = f.ok(&["images", "-q"]).stdout;
+    assert!(q.lines().any(|l| l == id), "{q}");
+}
