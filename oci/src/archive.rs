@@ -905,6 +905,14 @@ fn import_tree(
             actual: got,
         });
     }
+    if bytes.len() as u64 != desc.size {
+        return Err(ArchiveError::Invalid(format!(
+            "{} is {} bytes, its descriptor says {}",
+            desc.digest,
+            bytes.len(),
+            desc.size
+        )));
+    }
     if media::is_index(&desc.media_type) {
         let idx: Index = json(&bytes, &format!("index {}", desc.digest))?;
         let mut any = false;
@@ -927,6 +935,12 @@ fn import_tree(
                     b.digest, b.size
                 )));
             }
+        }
+        // An image config must be one: a manifest pointing its config at a layer (or any
+        // other blob) is refused here rather than at the first build that uses it.
+        if m.config.media_type == media::OCI_CONFIG || m.config.media_type == media::DOCKER_CONFIG {
+            let cfg = files.read(&blob_path(&m.config.digest), &by)?;
+            let _: ImageConfig = json(&cfg, &format!("image config {}", m.config.digest))?;
         }
     }
     sink.put_blob(&mut &bytes[..], Some(&desc.digest))
