@@ -1195,11 +1195,14 @@ impl Build<'_> {
         let started = Instant::now();
         self.emit(Event::StepStarted { id, name: name.to_string() });
         let view = self.view(st)?;
-        if wd == "/" || view.lookup(&wd, true).map(|e| e.is_dir()).unwrap_or(false) {
+        if wd == "/" {
             self.emit(Event::StepDone { id, duration: started.elapsed(), cached: false });
             self.history(st, format!("WORKDIR {wd}"), true);
             return Ok(());
         }
+        // BuildKit runs its mkdir for every WORKDIR but `/`: an existing directory gives an
+        // empty layer (its metadata untouched), not an empty history entry.
+        let exists = view.lookup(&wd, true).map(|e| e.is_dir()).unwrap_or(false);
         let owner = match st.config.config.user.as_deref().filter(|u| !u.is_empty()) {
             Some(u) => crate::users::resolve_chown(&view, u).map_err(|m| SolveError::step(&location(inst), m))?,
             None => (0, 0),
@@ -1216,8 +1219,10 @@ impl Build<'_> {
             let now = epoch.unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
             });
+            // Symlinked directories on the way are followed (`WORKDIR /link/sub` makes
+            // `/target/sub`), as BuildKit's mkdir does in the image root.
             let item = copy::CopyItem {
-                dest: clean_abs(&wd),
+                dest: copy::resolve_dest_dirs(&view, &clean_abs(&wd)),
                 kind: crate::context::Kind::Dir,
                 mode: 0o755,
                 uid: owner.0,
@@ -1230,7 +1235,9 @@ impl Build<'_> {
                 label: wd.clone(),
                 top: true,
             };
-            copy::materialize(std::slice::from_ref(&item), &fs_dir, &view, owner)?;
+            if !exists {
+                copy::materialize(std::slice::from_ref(&item), &fs_dir, &view, owner)?;
+            }
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
         })?;
