@@ -114,6 +114,14 @@ impl Store {
         self.inner.durable
     }
 
+    /// Flushes everything written to the store's filesystem to disk (one `syncfs`). A store
+    /// opened without per-write durability calls this at its commit points (forge's build
+    /// does, before it names the image), trading a possible loss of the last unflushed writes
+    /// on a power cut (which `check(true)` then drops) for far fewer flushes.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        fsutil::syncfs(&self.inner.root).map_err(StoreError::io("syncfs", &self.inner.root))
+    }
+
     fn init_layout(&self) -> Result<(), StoreError> {
         let marker = self.inner.root.join("LAYOUT");
         match fs::read_to_string(&marker) {

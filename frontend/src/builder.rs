@@ -163,11 +163,18 @@ impl Build {
         self
     }
 
+    /// Imports a build cache (repeatable): `type=registry,ref=REF` (a cache manifest or an image
+    /// with an inline cache) or `type=local,src=DIR`. Only the cache's manifest and config are
+    /// read up front; layers are fetched when a step needs them. An unusable cache is a
+    /// warning, never an error. See `docs/remote-cache.md`.
     pub fn cache_from(mut self, spec: CacheSpec) -> Build {
         self.cache_from.push(spec);
         self
     }
 
+    /// Exports the build cache after the build: `type=registry,ref=REF`, `type=local,dest=DIR`
+    /// (attrs `mode=min|max`, `compression=gzip|zstd`, `max-size=` for local,
+    /// `ignore-error=true`), or `type=inline` (records in the image's own config).
     pub fn cache_to(mut self, spec: CacheSpec) -> Build {
         self.cache_to.push(spec);
         self
@@ -321,7 +328,11 @@ impl Build {
             None => Platform::host(),
         };
         let root = self.root.clone().unwrap_or_else(Store::default_root);
-        let store = Store::open(&root)?;
+        // Build without an fsync per file: one syncfs before the image is named makes the result
+        // durable. A killed process still never leaves anything half-written visible.
+        // FORGE_FSYNC=always restores a flush per write.
+        let per_write = std::env::var("FORGE_FSYNC").map(|v| v == "always").unwrap_or(false);
+        let store = Store::open_with(&root, &forge_cache::OpenOptions { durable: per_write })?;
         let compression = self
             .compression
             .or_else(|| self.outputs.iter().find_map(|o| o.compression()))
@@ -375,6 +386,7 @@ impl Build {
             crate::remote_cache::inline(&store, &mut out)?;
         }
 
+        store.sync()?;
         let mut tags = Vec::new();
         for t in &self.tags {
             let name = forge_cache::normalize_tag(t).map_err(|e| Error::Usage(format!("invalid tag {t:?}: {e}")))?;
@@ -401,6 +413,7 @@ impl Build {
         mount_candidates.extend(self.cache_from.iter().filter_map(|c| c.attrs.get("ref")).filter_map(|r| forge_oci::Reference::parse(r).ok()));
         let cx = crate::remote_cache::ExportContext { store: &store, net: &net, mount_candidates, warn: &warn };
         crate::remote_cache::export(&self.cache_to, &out, &cx)?;
+        store.sync()?;
         Ok(BuildResult {
             manifest_digest: out.manifest_digest,
             config_digest: out.config_digest,
