@@ -17,7 +17,9 @@ use forge_cache::remote::{self as fmt, CacheConfig, CacheEntry, CacheLayer, Remo
 use forge_cache::Store;
 use forge_oci::{media, Compression, Descriptor, Digest, Index, Manifest, Platform, Reference};
 use forge_registry::{Client, ClientOptions};
-use forge_solver::{BuildOutput, Event, Layer, RemoteCache, RemoteCaches, RemoteRecord, StepRecord};
+use forge_solver::{
+    BuildOutput, Event, Layer, RemoteCache, RemoteCaches, RemoteRecord, StepRecord,
+};
 
 use crate::builder::CacheSpec;
 use crate::Error;
@@ -30,7 +32,11 @@ pub(crate) struct Poisoned(Arc<Mutex<(HashSet<Digest>, Vec<(Digest, String)>)>>)
 
 impl Poisoned {
     fn contains(&self, d: &Digest) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.contains(d)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(d)
     }
 
     fn add(&self, d: &Digest, why: String) {
@@ -61,7 +67,10 @@ impl Net {
             .enable_all()
             .build()
             .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
-        Ok(Net { rt, client: Client::new(opts)? })
+        Ok(Net {
+            rt,
+            client: Client::new(opts)?,
+        })
     }
 }
 
@@ -73,23 +82,38 @@ pub(crate) struct LazyNet {
 
 impl LazyNet {
     pub(crate) fn new(insecure: &[String]) -> LazyNet {
-        LazyNet { insecure: insecure.to_vec(), net: std::sync::OnceLock::new() }
+        LazyNet {
+            insecure: insecure.to_vec(),
+            net: std::sync::OnceLock::new(),
+        }
     }
 
     fn get(&self) -> Result<Arc<Net>, String> {
-        self.net.get_or_init(|| Net::new(&self.insecure).map(Arc::new).map_err(|e| e.to_string())).clone()
+        self.net
+            .get_or_init(|| {
+                Net::new(&self.insecure)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 }
 
 fn to_record(e: &CacheEntry) -> RemoteRecord {
     RemoteRecord {
-        layer: e.layer.as_ref().map(|l| Layer { diff_id: l.diff_id.clone(), blob: l.blob.clone() }),
+        layer: e.layer.as_ref().map(|l| Layer {
+            diff_id: l.diff_id.clone(),
+            blob: l.blob.clone(),
+        }),
         created: e.created.clone(),
     }
 }
 
 fn usable(e: &CacheEntry, poisoned: &Poisoned) -> bool {
-    e.layer.as_ref().map(|l| !poisoned.contains(&l.blob.digest)).unwrap_or(true)
+    e.layer
+        .as_ref()
+        .map(|l| !poisoned.contains(&l.blob.digest))
+        .unwrap_or(true)
 }
 
 // ------------------------------------------------------------------ import: local
@@ -103,7 +127,10 @@ struct LocalImport {
 
 impl RemoteCache for LocalImport {
     fn lookup(&self, key: &str) -> Option<RemoteRecord> {
-        self.cache.lookup(key).filter(|e| usable(e, &self.poisoned)).map(to_record)
+        self.cache
+            .lookup(key)
+            .filter(|e| usable(e, &self.poisoned))
+            .map(to_record)
     }
 
     fn fetch(&self, blob: &Descriptor) -> Result<(), String> {
@@ -128,11 +155,19 @@ struct RegistryImport {
 
 impl RemoteCache for RegistryImport {
     fn lookup(&self, key: &str) -> Option<RemoteRecord> {
-        self.config.lookup(key).filter(|e| usable(e, &self.poisoned)).map(to_record)
+        self.config
+            .lookup(key)
+            .filter(|e| usable(e, &self.poisoned))
+            .map(to_record)
     }
 
     fn fetch(&self, blob: &Descriptor) -> Result<(), String> {
-        let r = self.net.rt.block_on(self.net.client.fetch_blob_into_store(&self.reference, blob, &self.store, &|_| {}));
+        let r = self.net.rt.block_on(self.net.client.fetch_blob_into_store(
+            &self.reference,
+            blob,
+            &self.store,
+            &|_| {},
+        ));
         r.map(|_| ()).map_err(|e| {
             let msg = format!("cache {}: {e}", self.reference);
             self.poisoned.add(&blob.digest, msg.clone());
@@ -142,17 +177,33 @@ impl RemoteCache for RegistryImport {
 }
 
 /// Reads a small blob (a config) through the store, where it is verified on the way in.
-async fn small_blob(client: &Client, r: &Reference, d: &Descriptor, store: &Store) -> Result<Vec<u8>, String> {
+async fn small_blob(
+    client: &Client,
+    r: &Reference,
+    d: &Descriptor,
+    store: &Store,
+) -> Result<Vec<u8>, String> {
     const MAX_CONFIG: u64 = 64 << 20;
     if d.size > MAX_CONFIG {
-        return Err(format!("config blob {} is {} bytes, more than forge reads ({MAX_CONFIG})", d.digest, d.size));
+        return Err(format!(
+            "config blob {} is {} bytes, more than forge reads ({MAX_CONFIG})",
+            d.digest, d.size
+        ));
     }
-    client.fetch_blob_into_store(r, d, store, &|_| {}).await.map_err(|e| e.to_string())?;
+    client
+        .fetch_blob_into_store(r, d, store, &|_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     store.read_blob(&d.digest).map_err(|e| e.to_string())
 }
 
 /// Fetches a cache manifest + config, or an image manifest whose config has an inline cache.
-fn read_registry_cache(net: &Net, r: &Reference, store: &Store, platform: &Platform) -> Result<CacheConfig, String> {
+fn read_registry_cache(
+    net: &Net,
+    r: &Reference,
+    store: &Store,
+    platform: &Platform,
+) -> Result<CacheConfig, String> {
     net.rt.block_on(async {
         let mut m = net.client.fetch_manifest(r).await.map_err(|e| e.to_string())?;
         if media::is_index(&m.media_type) {
@@ -241,13 +292,18 @@ pub(crate) fn import(
 pub(crate) fn validate_exports(specs: &[CacheSpec]) -> Result<(), Error> {
     for s in specs {
         let need = |k: &str| {
-            s.attrs.get(k).map(|_| ()).ok_or_else(|| Error::Usage(format!("--cache-to type={} needs {k}=…", s.kind)))
+            s.attrs
+                .get(k)
+                .map(|_| ())
+                .ok_or_else(|| Error::Usage(format!("--cache-to type={} needs {k}=…", s.kind)))
         };
         match s.kind.as_str() {
             "registry" => need("ref")?,
             "local" => need("dest")?,
             "inline" => {}
-            other => return Err(Error::Usage(format!("--cache-to type={other}: unknown cache type (expected registry, local or inline)"))),
+            other => return Err(Error::Usage(format!(
+                "--cache-to type={other}: unknown cache type (expected registry, local or inline)"
+            ))),
         }
         mode_of(s)?;
         compression_of(s)?;
@@ -262,7 +318,9 @@ fn mode_of(s: &CacheSpec) -> Result<bool, Error> {
     match s.attrs.get("mode").map(String::as_str) {
         None | Some("min") => Ok(false),
         Some("max") => Ok(true),
-        Some(o) => Err(Error::Usage(format!("--cache-to mode={o}: expected min or max"))),
+        Some(o) => Err(Error::Usage(format!(
+            "--cache-to mode={o}: expected min or max"
+        ))),
     }
 }
 
@@ -271,7 +329,9 @@ fn compression_of(s: &CacheSpec) -> Result<Option<Compression>, Error> {
         None => Ok(None),
         Some("gzip") => Ok(Some(Compression::Gzip { level: 1 })),
         Some("zstd") => Ok(Some(Compression::Zstd { level: 3 })),
-        Some(o) => Err(Error::Usage(format!("--cache-to compression={o}: expected gzip or zstd"))),
+        Some(o) => Err(Error::Usage(format!(
+            "--cache-to compression={o}: expected gzip or zstd"
+        ))),
     }
 }
 
@@ -284,7 +344,10 @@ fn entries(steps: &[StepRecord], max: bool) -> Vec<(String, CacheEntry)> {
                 s.key.clone(),
                 CacheEntry {
                     parent: s.parent.clone(),
-                    layer: s.layer.as_ref().map(|l| CacheLayer { diff_id: l.diff_id.clone(), blob: l.blob.clone() }),
+                    layer: s.layer.as_ref().map(|l| CacheLayer {
+                        diff_id: l.diff_id.clone(),
+                        blob: l.blob.clone(),
+                    }),
                     created: s.created.clone(),
                     generation: 0,
                 },
@@ -295,7 +358,11 @@ fn entries(steps: &[StepRecord], max: bool) -> Vec<(String, CacheEntry)> {
 
 /// Rewrites layers into `c` for `compression=`: a new blob per layer (same diff_id). Layers
 /// already in that compression, and blobs not in the store, are left as they are.
-fn recompress(store: &Store, entries: &mut [(String, CacheEntry)], c: Compression) -> Result<(), Error> {
+fn recompress(
+    store: &Store,
+    entries: &mut [(String, CacheEntry)],
+    c: Compression,
+) -> Result<(), Error> {
     let mut done: BTreeMap<Digest, Descriptor> = BTreeMap::new();
     for (_, e) in entries.iter_mut() {
         let Some(l) = e.layer.as_mut() else { continue };
@@ -307,7 +374,8 @@ fn recompress(store: &Store, entries: &mut [(String, CacheEntry)], c: Compressio
             continue;
         }
         let src = store.open_blob(&l.blob.digest)?;
-        let mut r = forge_oci::decompress(src).map_err(|e| Error::Usage(format!("cache layer {}: {e}", l.blob.digest)))?;
+        let mut r = forge_oci::decompress(src)
+            .map_err(|e| Error::Usage(format!("cache layer {}: {e}", l.blob.digest)))?;
         let w = store.blob_writer()?;
         let mut enc = c.encoder(w).map_err(|e| Error::io(store.root(), e))?;
         std::io::copy(&mut r, &mut enc).map_err(|e| Error::io(store.root(), e))?;
@@ -324,7 +392,10 @@ fn remote_err(dest: &str, e: RemoteError) -> Error {
     match e {
         RemoteError::Io { path, source } => Error::Io { path, source },
         RemoteError::Store(s) => Error::Store(s),
-        other => Error::Output { dest: PathBuf::from(dest), message: other.to_string() },
+        other => Error::Output {
+            dest: PathBuf::from(dest),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -338,16 +409,27 @@ pub(crate) struct ExportContext<'a> {
 }
 
 /// Writes every `--cache-to` except `inline` (see [`inline`]).
-pub(crate) fn export(specs: &[CacheSpec], out: &BuildOutput, cx: &ExportContext<'_>) -> Result<(), Error> {
+pub(crate) fn export(
+    specs: &[CacheSpec],
+    out: &BuildOutput,
+    cx: &ExportContext<'_>,
+) -> Result<(), Error> {
     for s in specs {
-        let ignore_error = s.attrs.get("ignore-error").map(|v| v == "true").unwrap_or(false);
+        let ignore_error = s
+            .attrs
+            .get("ignore-error")
+            .map(|v| v == "true")
+            .unwrap_or(false);
         let r = match s.kind.as_str() {
             "local" => export_local(s, out, cx),
             "registry" => export_registry(s, out, cx),
             _ => Ok(()),
         };
         match r {
-            Err(e) if ignore_error => (cx.warn)(format!("--cache-to type={}: {e} (ignored: ignore-error=true)", s.kind)),
+            Err(e) if ignore_error => (cx.warn)(format!(
+                "--cache-to type={}: {e} (ignored: ignore-error=true)",
+                s.kind
+            )),
             other => other?,
         }
     }
@@ -360,30 +442,49 @@ fn export_local(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> Res
     if let Some(c) = compression_of(s)? {
         recompress(cx.store, &mut list, c)?;
     }
-    let max_size = s.attrs.get("max-size").map(|m| fmt::parse_size(m)).transpose().map_err(|e| Error::Usage(e.to_string()))?;
-    let report = local::export(Path::new(&dest), cx.store, list, &local::ExportOptions { max_size }).map_err(|e| remote_err(&dest, e))?;
+    let max_size = s
+        .attrs
+        .get("max-size")
+        .map(|m| fmt::parse_size(m))
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let report = local::export(
+        Path::new(&dest),
+        cx.store,
+        list,
+        &local::ExportOptions { max_size },
+    )
+    .map_err(|e| remote_err(&dest, e))?;
     if let Some(why) = report.replaced_unreadable {
-        (cx.warn)(format!("cache {dest}: the existing cache was unreadable ({why}); replaced"));
+        (cx.warn)(format!(
+            "cache {dest}: the existing cache was unreadable ({why}); replaced"
+        ));
     }
     Ok(())
 }
 
 fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> Result<(), Error> {
     let r = s.attrs.get("ref").cloned().unwrap_or_default();
-    let dest = Reference::parse(&r).map_err(|e| Error::Usage(format!("--cache-to ref={r}: {e}")))?;
+    let dest =
+        Reference::parse(&r).map_err(|e| Error::Usage(format!("--cache-to ref={r}: {e}")))?;
     let mut list = entries(&out.steps, mode_of(s)?);
     if let Some(c) = compression_of(s)? {
         recompress(cx.store, &mut list, c)?;
     }
     let net = cx.net.get().map_err(Error::Usage)?;
-    let mount_from = cx.mount_candidates.iter().find(|m| m.registry == dest.registry && m.repository != dest.repository);
+    let mount_from = cx
+        .mount_candidates
+        .iter()
+        .find(|m| m.registry == dest.registry && m.repository != dest.repository);
     net.rt.block_on(async {
         let mut kept = Vec::with_capacity(list.len());
         for (k, e) in list {
             if let Some(l) = &e.layer {
                 // A record served by an imported cache whose blob was never needed here: keep
                 // it only when the destination already has the blob.
-                if !cx.store.has_blob(&l.blob.digest) && net.client.head_blob(&dest, &l.blob.digest).await?.is_none() {
+                if !cx.store.has_blob(&l.blob.digest)
+                    && net.client.head_blob(&dest, &l.blob.digest).await?.is_none()
+                {
                     continue;
                 }
             }
@@ -393,15 +494,25 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
         cfg.add_generation(kept);
         for b in cfg.blobs() {
             if cx.store.has_blob(&b.digest) {
-                net.client.push_blob_from_store(cx.store, &dest, &b.digest, mount_from, &|_| {}).await?;
+                net.client
+                    .push_blob_from_store(cx.store, &dest, &b.digest, mount_from, &|_| {})
+                    .await?;
             }
         }
         let cbytes = cfg.to_json();
         let cdigest = cx.store.put_blob_bytes(&cbytes)?;
-        net.client.push_blob_from_store(cx.store, &dest, &cdigest, None, &|_| {}).await?;
-        let manifest = cfg.manifest(Descriptor::new(fmt::CONFIG_MEDIA_TYPE, cdigest, cbytes.len() as u64));
+        net.client
+            .push_blob_from_store(cx.store, &dest, &cdigest, None, &|_| {})
+            .await?;
+        let manifest = cfg.manifest(Descriptor::new(
+            fmt::CONFIG_MEDIA_TYPE,
+            cdigest,
+            cbytes.len() as u64,
+        ));
         let mbytes = forge_oci::image::to_canonical_json(&manifest);
-        net.client.put_manifest(&dest, &mbytes, media::OCI_MANIFEST).await?;
+        net.client
+            .put_manifest(&dest, &mbytes, media::OCI_MANIFEST)
+            .await?;
         Ok::<(), Error>(())
     })
 }
@@ -412,15 +523,29 @@ pub(crate) fn inline(store: &Store, out: &mut BuildOutput) -> Result<(), Error> 
     let layers: HashSet<&Digest> = out.manifest.layers.iter().map(|d| &d.digest).collect();
     let list: Vec<_> = entries(&out.steps, false)
         .into_iter()
-        .filter(|(_, e)| e.layer.as_ref().map(|l| layers.contains(&l.blob.digest)).unwrap_or(true))
+        .filter(|(_, e)| {
+            e.layer
+                .as_ref()
+                .map(|l| layers.contains(&l.blob.digest))
+                .unwrap_or(true)
+        })
         .collect();
     let mut cfg = CacheConfig::default();
     cfg.add_generation(list);
     let bytes = store.read_blob(&out.config_digest)?;
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("image config {} is not JSON: {e}", out.config_digest)))?;
-    let obj = v.as_object_mut().ok_or_else(|| Error::Usage("image config is not a JSON object".into()))?;
-    obj.insert(fmt::INLINE_FIELD.to_string(), serde_json::from_slice(&cfg.to_json()).expect("cache config is JSON"));
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Usage(format!(
+            "image config {} is not JSON: {e}",
+            out.config_digest
+        ))
+    })?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| Error::Usage("image config is not a JSON object".into()))?;
+    obj.insert(
+        fmt::INLINE_FIELD.to_string(),
+        serde_json::from_slice(&cfg.to_json()).expect("cache config is JSON"),
+    );
     let new_config = forge_oci::image::to_canonical_json(&v);
     let config_digest = store.put_blob_bytes(&new_config)?;
     let mut manifest = out.manifest.clone();

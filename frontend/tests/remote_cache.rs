@@ -29,7 +29,11 @@ const RUN_LATE: &str = "RUN cat /late.txt /stamp > /combined";
 const ALL: [&str; 5] = [RUN_STAMP, COPY_EARLY, RUN_STAMP2, COPY_LATE, RUN_LATE];
 
 fn app_context() -> TempDir {
-    context(&[("Dockerfile", DOCKERFILE), ("early.txt", "early\n"), ("late.txt", "late v1\n")])
+    context(&[
+        ("Dockerfile", DOCKERFILE),
+        ("early.txt", "early\n"),
+        ("late.txt", "late v1\n"),
+    ])
 }
 
 /// Builds with an extra `-o type=local` output and returns (build, rootfs dir).
@@ -49,7 +53,11 @@ fn read(p: &Path) -> String {
 fn store_blobs(f: &Forge) -> Vec<String> {
     let dir = f.root().join("blobs/sha256");
     let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -58,20 +66,45 @@ fn store_blobs(f: &Forge) -> Vec<String> {
 /// The layer descriptors (hex digest, size) of a local cache directory's manifest.
 fn cache_layers(dir: &Path) -> Vec<(String, u64)> {
     let index: serde_json::Value = serde_json::from_str(&read(&dir.join("index.json"))).unwrap();
-    let m = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let manifest: serde_json::Value = serde_json::from_str(&read(&dir.join("blobs/sha256").join(m))).unwrap();
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.forge.cache.config.v1+json");
-    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("blobs/sha256").join(m))).unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.forge.cache.config.v1+json"
+    );
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     manifest["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string(), l["size"].as_u64().unwrap()))
+        .map(|l| {
+            (
+                l["digest"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:")
+                    .to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
 fn warnings(b: &Build) -> Vec<String> {
-    b.out.stderr.lines().filter(|l| l.contains("WARNING")).map(str::to_string).collect()
+    b.out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARNING"))
+        .map(str::to_string)
+        .collect()
 }
 
 // ------------------------------------------------------------------ a real registry
@@ -87,7 +120,11 @@ impl Registry {
     fn start() -> Option<Registry> {
         let bin = tool("/usr/bin/docker-registry")?;
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: forge-remote-cache-test\n",
             dir.path().join("data").display()
@@ -103,7 +140,11 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let mut r = Registry { child, port, _dir: dir };
+        let mut r = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = r.child.try_wait().unwrap() {
@@ -117,7 +158,10 @@ impl Registry {
                     return Some(r);
                 }
             }
-            assert!(Instant::now() < deadline, "docker-registry did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -144,38 +188,90 @@ fn two_store_round_trip(cache_to: &str, cache_from: &str) {
     let b = Forge::with_base().unwrap();
     let ctx = app_context();
 
-    let (ba, rootfs_a) = build_with_rootfs(&a, ctx.path(), "a", &["-t", "app:1", "--cache-to", cache_to]);
+    let (ba, rootfs_a) = build_with_rootfs(
+        &a,
+        ctx.path(),
+        "a",
+        &["-t", "app:1", "--cache-to", cache_to],
+    );
     assert_eq!(ba.progress.ran(), ALL, "store A is cold\n{}", ba.out.stderr);
 
-    let (bb, rootfs_b) = build_with_rootfs(&b, ctx.path(), "b", &["-t", "app:1", "--cache-from", cache_from]);
-    assert!(bb.progress.ran().is_empty(), "store B ran {:?} despite the imported cache\n{}", bb.progress.ran(), bb.out.stderr);
+    let (bb, rootfs_b) = build_with_rootfs(
+        &b,
+        ctx.path(),
+        "b",
+        &["-t", "app:1", "--cache-from", cache_from],
+    );
+    assert!(
+        bb.progress.ran().is_empty(),
+        "store B ran {:?} despite the imported cache\n{}",
+        bb.progress.ran(),
+        bb.out.stderr
+    );
     assert_eq!(bb.progress.cached(), ALL);
-    assert!(warnings(&bb).is_empty(), "unexpected warnings: {:?}", warnings(&bb));
-    assert_eq!(read(&rootfs_b.join("stamp")), read(&rootfs_a.join("stamp")), "B's /stamp comes from A's RUN");
-    assert_eq!(read(&rootfs_b.join("stamp2")), read(&rootfs_a.join("stamp2")));
-    assert_eq!(bb.digest(), ba.digest(), "the imported cache must give A's image byte for byte");
+    assert!(
+        warnings(&bb).is_empty(),
+        "unexpected warnings: {:?}",
+        warnings(&bb)
+    );
+    assert_eq!(
+        read(&rootfs_b.join("stamp")),
+        read(&rootfs_a.join("stamp")),
+        "B's /stamp comes from A's RUN"
+    );
+    assert_eq!(
+        read(&rootfs_b.join("stamp2")),
+        read(&rootfs_a.join("stamp2"))
+    );
+    assert_eq!(
+        bb.digest(),
+        ba.digest(),
+        "the imported cache must give A's image byte for byte"
+    );
 
     // A change to the late COPY source: a third, empty store reruns only what follows it.
     let c = Forge::with_base().unwrap();
     write_files(ctx.path(), &[("late.txt", "late v2\n")]);
-    let (bc, rootfs_c) = build_with_rootfs(&c, ctx.path(), "c", &["-t", "app:1", "--cache-from", cache_from]);
-    assert_eq!(bc.progress.ran(), [COPY_LATE, RUN_LATE], "{}", bc.out.stderr);
-    assert_eq!(read(&rootfs_c.join("stamp2")), read(&rootfs_a.join("stamp2")));
-    assert_eq!(read(&rootfs_c.join("combined")), format!("late v2\n{}", read(&rootfs_a.join("stamp"))));
+    let (bc, rootfs_c) = build_with_rootfs(
+        &c,
+        ctx.path(),
+        "c",
+        &["-t", "app:1", "--cache-from", cache_from],
+    );
+    assert_eq!(
+        bc.progress.ran(),
+        [COPY_LATE, RUN_LATE],
+        "{}",
+        bc.out.stderr
+    );
+    assert_eq!(
+        read(&rootfs_c.join("stamp2")),
+        read(&rootfs_a.join("stamp2"))
+    );
+    assert_eq!(
+        read(&rootfs_c.join("combined")),
+        format!("late v2\n{}", read(&rootfs_a.join("stamp")))
+    );
 }
 
 #[test]
 fn local_cache_two_stores() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    two_store_round_trip(&format!("type=local,dest={}", d.display()), &format!("type=local,src={}", d.display()));
+    two_store_round_trip(
+        &format!("type=local,dest={}", d.display()),
+        &format!("type=local,src={}", d.display()),
+    );
 }
 
 #[test]
 fn registry_cache_two_stores() {
     let Some(reg) = Registry::start() else { return };
     let r = format!("{}/forge/app:buildcache", reg.host());
-    two_store_round_trip(&format!("type=registry,ref={r},mode=max"), &format!("type=registry,ref={r}"));
+    two_store_round_trip(
+        &format!("type=registry,ref={r},mode=max"),
+        &format!("type=registry,ref={r}"),
+    );
 }
 
 #[test]
@@ -186,11 +282,27 @@ fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
     let r = format!("{}/forge/shape:cache", reg.host());
     // The image is pushed too: the cache's blobs are mounted from its repository.
     let img = format!("{}/forge/shape:1", reg.host());
-    a.build(ctx.path(), &["-t", &img, "--push", "--cache-to", &format!("type=registry,ref={r}")]);
+    a.build(
+        ctx.path(),
+        &[
+            "-t",
+            &img,
+            "--push",
+            "--cache-to",
+            &format!("type=registry,ref={r}"),
+        ],
+    );
     let out = run_cmd(
         Command::new("curl")
-            .args(["-sf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
-            .arg(format!("http://{}/v2/forge/shape/manifests/cache", reg.host())),
+            .args([
+                "-sf",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!(
+                "http://{}/v2/forge/shape/manifests/cache",
+                reg.host()
+            )),
     );
     if out.code == 127 {
         skip_or_fail("curl");
@@ -198,7 +310,10 @@ fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
     }
     let m: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(m["config"]["mediaType"], "application/vnd.forge.cache.config.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.forge.cache.config.v1+json"
+    );
     // mode=min: the final image's own layers (base excluded: it is not a build step). The RUN
     // and COPY steps give five layers.
     assert_eq!(m["layers"].as_array().unwrap().len(), 5, "{m}");
@@ -211,17 +326,49 @@ fn inline_cache_in_the_pushed_image() {
     let b = Forge::with_base().unwrap();
     let ctx = app_context();
     let img = format!("{}/forge/inline:1", reg.host());
-    let (ba, rootfs_a) = build_with_rootfs(&a, ctx.path(), "a", &["-t", &img, "--push", "--cache-to", "type=inline"]);
+    let (ba, rootfs_a) = build_with_rootfs(
+        &a,
+        ctx.path(),
+        "a",
+        &["-t", &img, "--push", "--cache-to", "type=inline"],
+    );
     assert_eq!(ba.progress.ran(), ALL);
-    let (bb, rootfs_b) = build_with_rootfs(&b, ctx.path(), "b", &["-t", "x:1", "--cache-from", &format!("type=registry,ref={img}")]);
-    assert!(bb.progress.ran().is_empty(), "the image's inline cache did not hit: ran {:?}\n{}", bb.progress.ran(), bb.out.stderr);
+    let (bb, rootfs_b) = build_with_rootfs(
+        &b,
+        ctx.path(),
+        "b",
+        &[
+            "-t",
+            "x:1",
+            "--cache-from",
+            &format!("type=registry,ref={img}"),
+        ],
+    );
+    assert!(
+        bb.progress.ran().is_empty(),
+        "the image's inline cache did not hit: ran {:?}\n{}",
+        bb.progress.ran(),
+        bb.out.stderr
+    );
     assert_eq!(read(&rootfs_b.join("stamp")), read(&rootfs_a.join("stamp")));
     // An ordinary image without an inline cache is a warning, not an error.
     let plain = format!("{}/forge/plain:1", reg.host());
     b.build(ctx.path(), &["-t", &plain, "--push"]);
     let c = Forge::with_base().unwrap();
-    let bc = c.build(ctx.path(), &["-t", "y:1", "--cache-from", &format!("type=registry,ref={plain}")]);
-    assert!(warnings(&bc).iter().any(|w| w.contains("inline cache")), "{}", bc.out.stderr);
+    let bc = c.build(
+        ctx.path(),
+        &[
+            "-t",
+            "y:1",
+            "--cache-from",
+            &format!("type=registry,ref={plain}"),
+        ],
+    );
+    assert!(
+        warnings(&bc).iter().any(|w| w.contains("inline cache")),
+        "{}",
+        bc.out.stderr
+    );
     assert_eq!(bc.progress.ran(), ALL);
 }
 
@@ -243,21 +390,44 @@ fn layers_nobody_needs_are_not_fetched() {
     )]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (ba, rootfs_a) = build_with_rootfs(&a, ctx.path(), "a", &["--cache-to", &format!("type=local,dest={},mode=max", d.display())]);
+    let (ba, rootfs_a) = build_with_rootfs(
+        &a,
+        ctx.path(),
+        "a",
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", d.display()),
+        ],
+    );
     assert_eq!(ba.progress.ran().len(), 2);
     assert_eq!(read(&rootfs_a.join("size")).trim(), "300000");
     let layers = cache_layers(&d);
-    assert_eq!(layers.len(), 2, "mode=max holds both RUN layers: {layers:?}");
+    assert_eq!(
+        layers.len(),
+        2,
+        "mode=max holds both RUN layers: {layers:?}"
+    );
     let tools = layers.iter().max_by_key(|l| l.1).unwrap().0.clone();
 
     let before = store_blobs(&b);
-    let (bb, rootfs_b) = build_with_rootfs(&b, ctx.path(), "b", &["--cache-from", &format!("type=local,src={}", d.display())]);
+    let (bb, rootfs_b) = build_with_rootfs(
+        &b,
+        ctx.path(),
+        "b",
+        &["--cache-from", &format!("type=local,src={}", d.display())],
+    );
     assert!(bb.progress.ran().is_empty(), "{}", bb.out.stderr);
     assert_eq!(read(&rootfs_b.join("stamp")), read(&rootfs_a.join("stamp")));
     let after = store_blobs(&b);
-    assert!(!after.contains(&tools), "the tools layer was fetched although nothing needed it");
+    assert!(
+        !after.contains(&tools),
+        "the tools layer was fetched although nothing needed it"
+    );
     let small = layers.iter().find(|l| l.0 != tools).unwrap().0.clone();
-    assert!(after.contains(&small), "the final image's layer must have been fetched");
+    assert!(
+        after.contains(&small),
+        "the final image's layer must have been fetched"
+    );
     // New blobs: the one fetched layer, plus the image's config and manifest.
     let new: Vec<_> = after.iter().filter(|x| !before.contains(x)).collect();
     assert_eq!(new.len(), 3, "new blobs in B: {new:?}");
@@ -272,11 +442,20 @@ fn missing_caches_warn_and_the_build_goes_on() {
     let nowhere = tempfile::tempdir().unwrap();
     let src = format!("type=local,src={}", nowhere.path().join("none").display());
     // A registry port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let reg = format!("type=registry,ref=127.0.0.1:{port}/none/cache:x");
     let bb = b.build(ctx.path(), &["--cache-from", &src, "--cache-from", &reg]);
     let w = warnings(&bb);
-    assert_eq!(w.len(), 2, "one warning per unusable cache: {w:?}\n{}", bb.out.stderr);
+    assert_eq!(
+        w.len(),
+        2,
+        "one warning per unusable cache: {w:?}\n{}",
+        bb.out.stderr
+    );
     assert!(w.iter().all(|l| l.contains("cannot import cache")), "{w:?}");
     assert_eq!(bb.progress.ran(), ALL);
 }
@@ -287,7 +466,12 @@ fn corrupted_cache_never_fails_a_build() {
     let ctx = app_context();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (_, rootfs_a) = build_with_rootfs(&a, ctx.path(), "a", &["--cache-to", &format!("type=local,dest={}", d.display())]);
+    let (_, rootfs_a) = build_with_rootfs(
+        &a,
+        ctx.path(),
+        "a",
+        &["--cache-to", &format!("type=local,dest={}", d.display())],
+    );
 
     // Damage one layer blob in place (same size, other bytes): found only when it is fetched.
     let layers = cache_layers(&d);
@@ -295,21 +479,46 @@ fn corrupted_cache_never_fails_a_build() {
     let p = d.join("blobs/sha256").join(&victim.0);
     std::fs::write(&p, vec![0u8; victim.1 as usize]).unwrap();
     let b = Forge::with_base().unwrap();
-    let (bb, rootfs_b) = build_with_rootfs(&b, ctx.path(), "b", &["--cache-from", &format!("type=local,src={}", d.display())]);
+    let (bb, rootfs_b) = build_with_rootfs(
+        &b,
+        ctx.path(),
+        "b",
+        &["--cache-from", &format!("type=local,src={}", d.display())],
+    );
     let w = warnings(&bb);
-    assert!(w.iter().any(|l| l.contains("corrupt")), "no warning about the corrupt blob: {w:?}\n{}", bb.out.stderr);
+    assert!(
+        w.iter().any(|l| l.contains("corrupt")),
+        "no warning about the corrupt blob: {w:?}\n{}",
+        bb.out.stderr
+    );
     assert_eq!(read(&rootfs_b.join("early.txt")), "early\n");
     assert_eq!(read(&rootfs_b.join("late.txt")), "late v1\n");
     assert!(rootfs_b.join("combined").exists() && rootfs_a.join("combined").exists());
-    assert!(!store_blobs(&b).contains(&victim.0), "a corrupt blob must never enter the store");
+    assert!(
+        !store_blobs(&b).contains(&victim.0),
+        "a corrupt blob must never enter the store"
+    );
 
     // Garbage where the config should be: a warning, the build runs everything.
     let index: serde_json::Value = serde_json::from_str(&read(&d.join("index.json"))).unwrap();
-    let m = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     std::fs::write(d.join("blobs/sha256").join(m), b"{ not a manifest").unwrap();
     let c = Forge::with_base().unwrap();
-    let bc = c.build(ctx.path(), &["--cache-from", &format!("type=local,src={}", d.display())]);
-    assert!(warnings(&bc).iter().any(|l| l.contains("cannot import cache")), "{}", bc.out.stderr);
+    let bc = c.build(
+        ctx.path(),
+        &["--cache-from", &format!("type=local,src={}", d.display())],
+    );
+    assert!(
+        warnings(&bc)
+            .iter()
+            .any(|l| l.contains("cannot import cache")),
+        "{}",
+        bc.out.stderr
+    );
     assert_eq!(bc.progress.ran(), ALL);
 }
 
@@ -322,10 +531,20 @@ fn umask_of_the_checkout_does_not_change_keys() {
     let Some(a) = Forge::with_base() else { return };
     let b = Forge::with_base().unwrap();
     let df = "FROM busybox:local\nCOPY src/ /app/\nRUN cat /proc/sys/kernel/random/uuid > /stamp && ls -ln /app > /listing\n";
-    let files = [("Dockerfile", df), ("src/main.sh", "#!/bin/sh\necho hi\n"), ("src/lib/data.txt", "data\n")];
+    let files = [
+        ("Dockerfile", df),
+        ("src/main.sh", "#!/bin/sh\necho hi\n"),
+        ("src/lib/data.txt", "data\n"),
+    ];
     let checkout = |umask: u32, mtime: u64| {
         let c = context(&files);
-        for (p, exec) in [("src", true), ("src/lib", true), ("src/main.sh", true), ("src/lib/data.txt", false), ("Dockerfile", false)] {
+        for (p, exec) in [
+            ("src", true),
+            ("src/lib", true),
+            ("src/main.sh", true),
+            ("src/lib/data.txt", false),
+            ("Dockerfile", false),
+        ] {
             let mode = if exec { 0o777 } else { 0o666 } & !umask;
             let path = c.path().join(p);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -339,14 +558,95 @@ fn umask_of_the_checkout_does_not_change_keys() {
     let c002 = checkout(0o002, 1_700_000_000);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (ba, rootfs_a) = build_with_rootfs(&a, c022.path(), "a", &["--cache-to", &format!("type=local,dest={}", d.display())]);
-    let (bb, rootfs_b) = build_with_rootfs(&b, c002.path(), "b", &["--cache-from", &format!("type=local,src={}", d.display())]);
-    assert!(bb.progress.ran().is_empty(), "the umask-002 checkout missed: ran {:?}\n{}", bb.progress.ran(), bb.out.stderr);
+    let (ba, rootfs_a) = build_with_rootfs(
+        &a,
+        c022.path(),
+        "a",
+        &["--cache-to", &format!("type=local,dest={}", d.display())],
+    );
+    let (bb, rootfs_b) = build_with_rootfs(
+        &b,
+        c002.path(),
+        "b",
+        &["--cache-from", &format!("type=local,src={}", d.display())],
+    );
+    assert!(
+        bb.progress.ran().is_empty(),
+        "the umask-002 checkout missed: ran {:?}\n{}",
+        bb.progress.ran(),
+        bb.out.stderr
+    );
     assert_eq!(bb.digest(), ba.digest());
     assert_eq!(read(&rootfs_b.join("stamp")), read(&rootfs_a.join("stamp")));
     // A cold build of the 002 checkout writes what a umask-022 checkout gives.
     let c = Forge::with_base().unwrap();
     let (_, rootfs_c) = build_with_rootfs(&c, c002.path(), "c", &[] as &[&str]);
-    let mode = |p: &str| std::fs::metadata(rootfs_c.join(p)).unwrap().permissions().mode() & 0o777;
-    assert_eq!((mode("app/main.sh"), mode("app/lib/data.txt"), mode("app/lib")), (0o755, 0o644, 0o755));
+    let mode = |p: &str| {
+        std::fs::metadata(rootfs_c.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (
+            mode("app/main.sh"),
+            mode("app/lib/data.txt"),
+            mode("app/lib")
+        ),
+        (0o755, 0o644, 0o755)
+    );
+}
+
+/// `compression=zstd` re-encodes the exported layers (same diff_ids); an importing store runs
+/// nothing and its image content is the same.
+#[test]
+fn zstd_cache_layers_import() {
+    let Some(a) = Forge::with_base() else { return };
+    let b = Forge::with_base().unwrap();
+    let ctx = app_context();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("cache");
+    let (_, rootfs_a) = build_with_rootfs(
+        &a,
+        ctx.path(),
+        "a",
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},compression=zstd", d.display()),
+        ],
+    );
+    let index: serde_json::Value = serde_json::from_str(&read(&d.join("index.json"))).unwrap();
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&d.join("blobs/sha256").join(m))).unwrap();
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 5);
+    assert!(
+        types
+            .iter()
+            .all(|t| *t == "application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{types:?}"
+    );
+    let (bb, rootfs_b) = build_with_rootfs(
+        &b,
+        ctx.path(),
+        "b",
+        &["--cache-from", &format!("type=local,src={}", d.display())],
+    );
+    assert!(bb.progress.ran().is_empty(), "{}", bb.out.stderr);
+    assert_eq!(read(&rootfs_b.join("stamp")), read(&rootfs_a.join("stamp")));
+    assert_eq!(
+        read(&rootfs_b.join("combined")),
+        read(&rootfs_a.join("combined"))
+    );
 }
