@@ -327,8 +327,8 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
     cases.push(("100k continuation lines".into(), cont));
     cases.push(("8 MB line".into(), format!("FROM busybox\nLABEL x=\"{}\"\n", "y".repeat(8 << 20))));
     // Nested expansions and a long ONBUILD chain; ONBUILD ONBUILD must be refused.
-    let nested = format!("FROM busybox\nARG A={}x{}\nRUN echo \"$A\" > /a\n", "${B:-".repeat(20_000), "}".repeat(20_000));
-    cases.push(("20k nested ${:-} expansions".into(), nested));
+    let nested = format!("FROM busybox\nARG A={}x{}\nRUN echo \"$A\" > /a\n", "${B:-".repeat(5_000), "}".repeat(5_000));
+    cases.push(("5k nested ${:-} expansions".into(), nested));
     let mut onbuild = String::from("FROM busybox AS o0\nONBUILD LABEL l0=0\n");
     for i in 1..200 {
         onbuild.push_str(&format!("FROM o{} AS o{i}\nONBUILD LABEL l{i}={i}\n", i - 1));
@@ -337,8 +337,8 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
     cases.push(("200 ONBUILD generations".into(), onbuild));
     cases.push(("ONBUILD ONBUILD".into(), "FROM busybox\nONBUILD ONBUILD RUN true\n".into()));
     cases.push((
-        "100k-char heredoc delimiter".into(),
-        format!("FROM busybox\nRUN <<{}\ntrue\n{}\n", "E".repeat(100_000), "E".repeat(100_000)),
+        "30k-char heredoc delimiter".into(),
+        format!("FROM busybox\nRUN <<{}\ntrue\n{}\n", "E".repeat(30_000), "E".repeat(30_000)),
     ));
 
     for (name, df) in &cases {
@@ -360,6 +360,9 @@ fn huge_and_deeply_nested_dockerfiles_do_not_crash() {
                 .collect::<String>()
         );
         assert!(after < 3 << 20 || after == before, "{name}: forge used {} MiB", after / 1024);
+        if o.code != 0 {
+            assert!(o.stderr.contains("ERROR") || o.stderr.contains("error:"), "{name}: failed without a clear error");
+        }
         if name == "ONBUILD ONBUILD" {
             assert_ne!(o.code, 0, "ONBUILD ONBUILD must be refused");
         }
