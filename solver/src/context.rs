@@ -101,17 +101,24 @@ fn ts(sec: i64, nsec: i64) -> (i64, i64) {
     (sec, nsec)
 }
 
+impl Kind {
+    /// The kind of a file from its (lstat) metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Kind {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::Other
+        }
+    }
+}
+
 fn entry_of(path: &Path, meta: &std::fs::Metadata) -> CtxEntry {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_file() {
-        Kind::File
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else {
-        Kind::Other
-    };
+    let kind = Kind::of(meta);
     let link = if kind == Kind::Symlink {
         std::fs::read_link(path).ok().map(|p| p.to_string_lossy().into_owned())
     } else {

@@ -163,17 +163,7 @@ impl SrcMeta {
 }
 
 fn meta_of(m: &std::fs::Metadata) -> (Kind, u32, u32, u32, (i64, i64), u64) {
-    let ft = m.file_type();
-    let kind = if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_file() {
-        Kind::File
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else {
-        Kind::Other
-    };
-    (kind, m.permissions().mode() & 0o7777, m.uid(), m.gid(), (m.mtime(), m.mtime_nsec()), m.len())
+    (Kind::of(m), m.permissions().mode() & 0o7777, m.uid(), m.gid(), (m.mtime(), m.mtime_nsec()), m.len())
 }
 
 /// Plans a COPY/ADD of `sources` to `dest` (already expanded; `dest` absolute or relative to
