@@ -216,6 +216,8 @@ pub fn apply_metadata(cfg: &mut ImageConfig, kind: &InstructionKind, cmd_set: &m
             let v = argv(&cl.form, &shell);
             let text = format!("CMD {}", go_list(&v));
             c.cmd = Some(v);
+            // BuildKit marks every CMD so (a Docker-compatibility field, meaningful on Windows).
+            c.args_escaped = Some(true);
             *cmd_set = true;
             Some(text)
         }
@@ -306,6 +308,7 @@ mod tests {
         apply_metadata(&mut c, &InstructionKind::Cmd(CommandLine { form: CmdForm::Shell("run it".into()) }), &mut set);
         apply_metadata(&mut c, &InstructionKind::Entrypoint(CommandLine { form: CmdForm::Exec(vec!["/b".into()]) }), &mut set);
         assert_eq!(c.config.cmd, Some(vec!["/bin/sh".into(), "-c".into(), "run it".into()]));
+        assert_eq!(c.config.args_escaped, Some(true), "CMD sets ArgsEscaped, as BuildKit does");
     }
 
     #[test]
