@@ -56,6 +56,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "Healthcheck",
     "Shell",
     "OnBuild",
+    "ArgsEscaped",
 ];
 
 fn fixtures_dir() -> PathBuf {
