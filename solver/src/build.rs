@@ -1300,8 +1300,29 @@ impl Build<'_> {
                 self.record(&key, &v)?;
             }
         }
+        // Layers this build's steps made (cached or not) follow the requested compression;
+        // base-image layers keep theirs, as in BuildKit without force-compression.
+        let own: std::collections::HashSet<Digest> = self
+            .step_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| st.step_keys.contains(&r.key))
+            .filter_map(|r| r.layer.as_ref().map(|l| l.diff_id.clone()))
+            .collect();
+        let layers = st
+            .layers
+            .iter()
+            .map(|l| {
+                if own.contains(&l.diff_id) {
+                    crate::layers::with_compression(self.store, l, self.opts.compression)
+                } else {
+                    Ok(l.clone())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (manifest_digest, manifest_size, manifest, config_digest) =
-            crate::layers::write_image(self.store, &config, &st.layers)?;
+            crate::layers::write_image(self.store, &config, &layers)?;
         let mut steps = std::mem::take(&mut *self.step_records.lock().unwrap_or_else(|p| p.into_inner()));
         for s in &mut steps {
             s.in_final_image = st.step_keys.contains(&s.key);
