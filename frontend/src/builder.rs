@@ -333,6 +333,10 @@ impl Build {
         // FORGE_FSYNC=always restores a flush per write.
         let per_write = std::env::var("FORGE_FSYNC").map(|v| v == "always").unwrap_or(false);
         let store = Store::open_with(&root, &forge_cache::OpenOptions { durable: per_write })?;
+        // One lease for the whole build, not just the solve: the manifest and config the solver
+        // writes are reachable only once tagged (or exported), and a concurrent `forge prune`
+        // between the solve and `set_tag` would delete them under a "successful" build.
+        let _lease = store.lease()?;
         let compression = self
             .compression
             .or_else(|| self.outputs.iter().find_map(|o| o.compression()))
