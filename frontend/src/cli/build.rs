@@ -178,6 +178,13 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs, level: LogLevel) -> Result<ExitC
         };
         b = b.ssh(id, sock);
     }
+    // An oci-layout:// context is imported into the store (untagged) before the build starts:
+    // hold a lease from the import until the build ends, or a concurrent `forge prune` could
+    // remove the imported image in between.
+    let _import_lease = match a.build_contexts.iter().any(|c| c.contains("=oci-layout://")) {
+        true => Some(forge_cache::Store::open(&root_dir).map_err(Failure::from)?.lease().map_err(Failure::from)?),
+        false => None,
+    };
     for c in &a.build_contexts {
         let (name, value) = split_kv(c, "--build-context")?;
         let ctx = if let Some(r) = value.strip_prefix("docker-image://") {
