@@ -110,23 +110,13 @@ fn prune_during_builds_never_removes_what_they_use() {
     let started = Instant::now();
     let mut builds = 0;
     let mut prunes = 0;
-    // Three rounds: four builds (cold cache each time, as prune --all dropped it) while a
-    // loop prunes everything no tag holds, as fast as it can.
+    // Three rounds: four staggered builds (cold cache each time, as prune --all dropped it)
+    // while a loop prunes everything no tag holds, as fast as it can.
     for round in 0..3 {
         f.ok(&["prune", "--all"]);
         for i in 0..8 {
             let _ = f.run(&["rmi", &format!("v:{i}")]);
         }
-        let children: Vec<_> = ctxs
-            .iter()
-            .take(4)
-            .enumerate()
-            .map(|(i, c)| {
-                let mut cmd = build_cmd(&f, c.path(), base, &format!("v:{i}"));
-                cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-                cmd.spawn().unwrap()
-            })
-            .collect();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pruner = {
             let stop = stop.clone();
@@ -146,6 +136,19 @@ fn prune_during_builds_never_removes_what_they_use() {
                 (n, failures)
             })
         };
+        let children: Vec<_> = ctxs
+            .iter()
+            .take(4)
+            .enumerate()
+            .map(|(i, c)| {
+                // Staggered starts leave gaps in which a waiting prune gets the store: right
+                // before one build starts and right after another one finishes.
+                std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 400 + 300 * (i as u64 % 2) }));
+                let mut cmd = build_cmd(&f, c.path(), base, &format!("v:{i}"));
+                cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
         let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (n, failures) = pruner.join().unwrap();
