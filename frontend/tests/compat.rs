@@ -785,3 +785,94 @@ fn forge_matches_buildkit() {
         failures.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The comparator itself (no docker needed): it must see every kind of difference it claims to.
+
+#[test]
+fn tree_comparison_sees_each_kind_of_difference() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let make = |root: &Path| {
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/f"), "same").unwrap();
+        fs::write(root.join("mode"), "m").unwrap();
+        fs::write(root.join("content"), "one").unwrap();
+        symlink("target-a", root.join("link")).unwrap();
+        fs::write(root.join("h1"), "h").unwrap();
+        fs::write(root.join("h2"), "h").unwrap();
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make(a.path());
+    make(b.path());
+    let mut none = Vec::new();
+    compare_trees("fs", a.path(), "a", b.path(), "b", &mut none);
+    assert!(none.is_empty(), "identical trees differ: {none:?}");
+
+    fs::set_permissions(b.path().join("mode"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(b.path().join("content"), "two").unwrap();
+    fs::remove_file(b.path().join("link")).unwrap();
+    symlink("target-b", b.path().join("link")).unwrap();
+    fs::remove_file(b.path().join("h2")).unwrap();
+    fs::hard_link(b.path().join("h1"), b.path().join("h2")).unwrap();
+    fs::write(b.path().join("extra"), "").unwrap();
+    fs::remove_file(b.path().join("d/f")).unwrap();
+    fs::create_dir(b.path().join("d/f")).unwrap();
+    let mut diffs = Vec::new();
+    compare_trees("fs", a.path(), "a", b.path(), "b", &mut diffs);
+    let keys: BTreeSet<String> = diffs.iter().map(|d| d.key.clone()).collect();
+    let want = [
+        "fs /mode mode",
+        "fs /content content",
+        "fs /link type",
+        "fs /h1 links",
+        "fs /h2 links",
+        "fs /extra",
+        "fs /d/f type",
+    ];
+    for k in want {
+        assert!(keys.contains(k), "missing {k:?} in {keys:?}");
+    }
+    assert_eq!(
+        keys.len(),
+        want.len(),
+        "unexpected extra differences: {keys:?}"
+    );
+}
+
+#[test]
+fn history_normalization_maps_only_version_differences() {
+    let n = normalize_created_by;
+    assert_eq!(
+        n("EXPOSE map[80/tcp:{} 53/udp:{}]"),
+        n("EXPOSE [53/udp 80/tcp 80/tcp]")
+    );
+    assert_ne!(n("EXPOSE map[80/tcp:{}]"), n("EXPOSE [81/tcp]"));
+    assert_eq!(n("ARG A=1 B"), n("ARG A=2 B=3"));
+    assert_ne!(n("ARG A"), n("ARG B"));
+    assert_eq!(n("COPY --chown=app --chmod=600 a /b"), n("COPY a /b"));
+    assert_ne!(
+        n("COPY --from=x a /b"),
+        n("COPY a /b"),
+        "--from must never appear in history"
+    );
+    assert_eq!(
+        n("HEALTHCHECK &{[\"CMD\" \"x\"] \"1s\"}"),
+        n("HEALTHCHECK {Test:[CMD x] Interval:1s}")
+    );
+    assert_eq!(n("RUN /bin/sh -c true"), "RUN /bin/sh -c true");
+    let h = |by: &str, empty: bool| serde_json::json!({"created_by": by, "empty_layer": empty});
+    assert_eq!(
+        history_entry(&h("RUN x # forge", false)),
+        history_entry(&h("RUN x # buildkit", false))
+    );
+    assert_ne!(
+        history_entry(&h("ENV A=1", true)),
+        history_entry(&h("ENV A=1", false))
+    );
+    assert_eq!(present(Some(&serde_json::json!(null))), None);
+    assert_eq!(present(Some(&serde_json::json!({}))), None);
+    assert_eq!(
+        present(Some(&serde_json::json!(["x"]))),
+        Some(serde_json::json!(["x"]))
+    );
+}
