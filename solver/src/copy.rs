@@ -181,11 +181,12 @@ pub fn plan(
     let dest_abs = if dest.starts_with('/') { dest.to_string() } else { format!("{}/{}", workdir, dest) };
     let dest_is_dir_hint = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
     let mut dest_clean = resolve_dest_dirs(dest_view, &clean_abs(&dest_abs));
-    // A destination that is itself a symlink to a directory is followed too (BuildKit resolves
-    // the whole path in the image root): `COPY f /link/` writes into the link's target rather
-    // than replacing the link with a directory.
+    // A destination that is itself a symlink is followed too, as BuildKit resolves the whole
+    // path in the image root: `COPY f /link/` writes into the link's target directory, and
+    // `COPY f /bin/ls` (a link to busybox) replaces the link's target, not the link. (A file
+    // copied into a directory, `COPY ls /bin/`, replaces a link of that name: see `target`.)
     let is_link = dest_view.lookup(&dest_clean, false).is_some_and(|e| e.meta.file_type().is_symlink());
-    if is_link && dest_view.lookup(&dest_clean, true).is_some_and(|e| e.is_dir()) {
+    if is_link {
         let probe = resolve_dest_dirs(dest_view, &format!("{}/-", dest_clean.trim_end_matches('/')));
         if let Some(real) = probe.strip_suffix("/-") {
             dest_clean = if real.is_empty() { "/".to_string() } else { real.to_string() };
@@ -716,6 +717,15 @@ mod tests {
         assert_eq!(dests(&items), vec!["/opt/real/sub", "/opt/real/sub/a"]);
         let items = plan(&src, &["d".into()], "/opt/link", "/", &f, &view, &loc()).unwrap();
         assert_eq!(dests(&items), vec!["/opt/real", "/opt/real/a"]);
+        // A file copied onto a symlink to a file lands on the link's target.
+        std::fs::write(lower.path().join("opt/real/bin"), "x").unwrap();
+        std::os::unix::fs::symlink("real/bin", lower.path().join("opt/tool")).unwrap();
+        let items = plan(&src, &["f.txt".into()], "/opt/tool", "/", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&items), vec!["/opt/real/bin"]);
+        // Into a directory, a link of the same name is replaced instead.
+        std::os::unix::fs::symlink("real/bin", lower.path().join("opt/f.txt")).unwrap();
+        let items = plan(&src, &["f.txt".into()], "/opt/", "/", &f, &view, &loc()).unwrap();
+        assert_eq!(dests(&items), vec!["/opt/f.txt"]);
     }
 
     #[test]
