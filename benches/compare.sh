@@ -115,6 +115,9 @@ raw=$base.raw.txt
 [ $physical = 1 ] && : > "$FORGE_BENCH_PHYSLOG"
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+# the commit the run starts from (the working tree may carry uncommitted changes of other work)
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || commit="$commit+uncommitted changes"
 start=$(date +%s)
 start_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 echo "compare.sh: reps=$reps builders=[$builders] scenarios=[$scenarios] phases=[$phases] forge=$FORGE_BIN -> $base.*" >&2
@@ -161,8 +164,6 @@ python3 "$HARNESS/lib/summarize.py" --runs "$FORGE_BENCH_RUNLOG" --physical "$FO
   --out "$base.md" --reps "$reps" --elapsed "$elapsed" >/dev/null || die "summarize.py failed"
 
 if [ $readme = 1 ]; then
-  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || commit="$commit+uncommitted changes"
   python3 "$HERE/lib/readme.py" --readme "$HERE/README.md" --report "$base.md" --runs "$FORGE_BENCH_RUNLOG" \
     --physical "$FORGE_BENCH_PHYSLOG" --command "$argv_text" --commit "$commit" --started "$start_utc" \
     --load-start "$load_start" --load-end "$load_end" --results "results/$name" \
