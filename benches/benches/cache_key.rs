@@ -26,12 +26,24 @@ fn tree() -> Tree {
 }
 
 fn loc() -> Location {
-    Location { instruction: "COPY . .".into(), span: Span::default() }
+    Location {
+        instruction: "COPY . .".into(),
+        span: Span::default(),
+    }
 }
 
 fn plan(ctx: &Context) -> Vec<CopyItem> {
     let dest = LayeredView::new(Vec::new());
-    copy::plan(&SourceSide::Context(ctx), &[".".to_string()], ".", "/src", &CopyFlags::default(), &dest, &loc()).expect("plan")
+    copy::plan(
+        &SourceSide::Context(ctx),
+        &[".".to_string()],
+        ".",
+        "/src",
+        &CopyFlags::default(),
+        &dest,
+        &loc(),
+    )
+    .expect("plan")
 }
 
 /// Everything `copy_step` does before the cache lookup.
@@ -98,7 +110,9 @@ fn warm_one_changed(bencher: Bencher) {
 fn plan_only(bencher: Bencher) {
     let t = tree();
     let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
-    bencher.counter(ItemsCount::new(t.files)).bench(|| plan(&ctx).len());
+    bencher
+        .counter(ItemsCount::new(t.files))
+        .bench(|| plan(&ctx).len());
 }
 
 #[divan::bench(sample_count = 20)]
@@ -107,6 +121,11 @@ fn digest_only(bencher: Bencher) {
     let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
     let mut items = plan(&ctx);
     copy::hash_items(&mut items, Some(&ctx)).expect("hash");
-    assert!(items.iter().filter(|i| i.kind == Kind::File).all(|i| i.hash.is_some()));
-    bencher.counter(ItemsCount::new(items.len())).bench(|| copy::items_digest(&items));
+    assert!(items
+        .iter()
+        .filter(|i| i.kind == Kind::File)
+        .all(|i| i.hash.is_some()));
+    bencher
+        .counter(ItemsCount::new(items.len()))
+        .bench(|| copy::items_digest(&items));
 }

@@ -20,14 +20,18 @@ fn tree() -> Tree {
 #[divan::bench(args = [4 << 10, 64 << 10, 1 << 20, 16 << 20])]
 fn hash_one_file(bencher: Bencher, size: usize) {
     let path = fixture_file(size).expect("fixture file");
-    bencher.counter(BytesCount::new(size)).bench(|| hash_file(&path).expect("hash"));
+    bencher
+        .counter(BytesCount::new(size))
+        .bench(|| hash_file(&path).expect("hash"));
 }
 
 /// The walk alone: readdir + lstat of every entry, .dockerignore-free (compare: `find -printf`).
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn walk_tree(bencher: Bencher) {
     let t = tree();
-    bencher.counter(ItemsCount::new(t.files)).bench(|| Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk"));
+    bencher
+        .counter(ItemsCount::new(t.files))
+        .bench(|| Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk"));
 }
 
 fn hash_all(ctx: &Context) -> usize {
@@ -64,7 +68,8 @@ fn tree_warm(bencher: Bencher) {
     let t = tree();
     let persisted = warm_cache_bytes(&t);
     bencher.counter(ItemsCount::new(t.files)).bench(|| {
-        let ctx = Context::walk(&t.root, Ignore::none(), StatCache::decode(&persisted)).expect("walk");
+        let ctx =
+            Context::walk(&t.root, Ignore::none(), StatCache::decode(&persisted)).expect("walk");
         hash_all(&ctx)
     });
 }
@@ -73,12 +78,16 @@ fn tree_warm(bencher: Bencher) {
 #[divan::bench(sample_count = 20)]
 fn stat_cache_decode(bencher: Bencher) {
     let persisted = warm_cache_bytes(&tree());
-    bencher.counter(BytesCount::new(persisted.len())).bench(|| StatCache::decode(&persisted));
+    bencher
+        .counter(BytesCount::new(persisted.len()))
+        .bench(|| StatCache::decode(&persisted));
 }
 
 #[divan::bench(sample_count = 20)]
 fn stat_cache_encode(bencher: Bencher) {
     let t = tree();
     let cache = StatCache::decode(&warm_cache_bytes(&t));
-    bencher.counter(ItemsCount::new(t.files)).bench(|| cache.encode());
+    bencher
+        .counter(ItemsCount::new(t.files))
+        .bench(|| cache.encode());
 }

@@ -17,14 +17,26 @@ fn main() {
 fn tree() -> Tree {
     let t = fixture(&TreeSpec::layer_mix()).expect("fixture");
     // Warm the page cache once for every contender.
-    shell(&format!("tar -cf - -C '{}' . | cat > /dev/null", t.root.display())).expect("tar");
+    shell(&format!(
+        "tar -cf - -C '{}' . | cat > /dev/null",
+        t.root.display()
+    ))
+    .expect("tar");
     t
 }
 
 fn forge(bencher: Bencher, c: Compression) {
     let t = tree();
-    let opts = LayerOptions { compression: c, source_date_epoch: Some(0), kind: SourceKind::Tree };
-    bencher.counter(BytesCount::new(t.bytes)).bench(|| write_layer(&t.root, &opts, std::io::sink()).expect("write_layer").0);
+    let opts = LayerOptions {
+        compression: c,
+        source_date_epoch: Some(0),
+        kind: SourceKind::Tree,
+    };
+    bencher.counter(BytesCount::new(t.bytes)).bench(|| {
+        write_layer(&t.root, &opts, std::io::sink())
+            .expect("write_layer")
+            .0
+    });
 }
 
 fn pipeline(bencher: Bencher, tool: &str, compressor: &str) {
@@ -33,8 +45,13 @@ fn pipeline(bencher: Bencher, tool: &str, compressor: &str) {
         return;
     }
     let t = tree();
-    let cmd = format!("tar -cf - -C '{}' . | {compressor} > /dev/null", t.root.display());
-    bencher.counter(BytesCount::new(t.bytes)).bench(|| shell(&cmd).expect("pipeline"));
+    let cmd = format!(
+        "tar -cf - -C '{}' . | {compressor} > /dev/null",
+        t.root.display()
+    );
+    bencher
+        .counter(BytesCount::new(t.bytes))
+        .bench(|| shell(&cmd).expect("pipeline"));
 }
 
 #[divan::bench(sample_count = 5, sample_size = 1)]

@@ -36,11 +36,15 @@ fn large() -> String {
 #[divan::bench]
 fn parse_deep(bencher: Bencher) {
     let text = deep();
-    bencher.counter(BytesCount::new(text.len())).bench(|| forge_parser::parse_dockerfile(divan::black_box(&text)).expect("parse"));
+    bencher
+        .counter(BytesCount::new(text.len()))
+        .bench(|| forge_parser::parse_dockerfile(divan::black_box(&text)).expect("parse"));
 }
 
 #[divan::bench(sample_count = 30)]
 fn parse_3000_instructions(bencher: Bencher) {
     let text = large();
-    bencher.counter(BytesCount::new(text.len())).bench(|| forge_parser::parse_dockerfile(divan::black_box(&text)).expect("parse"));
+    bencher
+        .counter(BytesCount::new(text.len()))
+        .bench(|| forge_parser::parse_dockerfile(divan::black_box(&text)).expect("parse"));
 }

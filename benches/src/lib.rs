@@ -54,20 +54,36 @@ impl TreeSpec {
     /// The shape of the big-context scenario's 20,000 text files (about 200 MB), without its
     /// 150 MiB of blobs: the tree used for the COPY cache-key and context-hashing benchmarks.
     pub fn big_context_text() -> TreeSpec {
-        TreeSpec { files: 20_000, dirs: 200, blobs_mib: Vec::new(), seed: 20240501 }
+        TreeSpec {
+            files: 20_000,
+            dirs: 200,
+            blobs_mib: Vec::new(),
+            seed: 20240501,
+        }
     }
 
     /// A mixed tree of about 36 MB (2,000 text files and one 16 MiB incompressible blob), the
     /// same mix of compressible and incompressible data as big-context at a tenth of its size:
     /// the input of the layer-writing benchmarks.
     pub fn layer_mix() -> TreeSpec {
-        TreeSpec { files: 2_000, dirs: 20, blobs_mib: vec![16], seed: 42 }
+        TreeSpec {
+            files: 2_000,
+            dirs: 20,
+            blobs_mib: vec![16],
+            seed: 42,
+        }
     }
 
     /// A name that identifies the spec (and the generator version) on disk.
     pub fn id(&self) -> String {
         let blobs: Vec<String> = self.blobs_mib.iter().map(|b| b.to_string()).collect();
-        format!("v{GENERATOR_VERSION}-f{}-d{}-b{}-s{}", self.files, self.dirs, blobs.join("_"), self.seed)
+        format!(
+            "v{GENERATOR_VERSION}-f{}-d{}-b{}-s{}",
+            self.files,
+            self.dirs,
+            blobs.join("_"),
+            self.seed
+        )
     }
 }
 
@@ -101,7 +117,9 @@ impl Rng {
 
 /// Where fixtures live: `$FORGE_BENCHES_DIR`, else `<tmp>/forge-benches`.
 pub fn fixture_root() -> PathBuf {
-    std::env::var_os("FORGE_BENCHES_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("forge-benches"))
+    std::env::var_os("FORGE_BENCHES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("forge-benches"))
 }
 
 /// The tree for `spec` under [`fixture_root`], generated on first use.
@@ -111,12 +129,19 @@ pub fn fixture(spec: &TreeSpec) -> io::Result<Tree> {
     if let Ok(text) = fs::read_to_string(&stamp) {
         let mut it = text.split_whitespace().map(|s| s.parse::<u64>());
         if let (Some(Ok(files)), Some(Ok(bytes))) = (it.next(), it.next()) {
-            return Ok(Tree { root: root.join("tree"), files: files as usize, bytes });
+            return Ok(Tree {
+                root: root.join("tree"),
+                files: files as usize,
+                bytes,
+            });
         }
     }
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
-    eprintln!("forge-benches: generating fixture {} (once)", root.display());
+    eprintln!(
+        "forge-benches: generating fixture {} (once)",
+        root.display()
+    );
     let t = generate_tree(&root.join("tree"), spec)?;
     fs::write(&stamp, format!("{} {}\n", t.files, t.bytes))?;
     Ok(t)
@@ -127,7 +152,10 @@ pub fn fixture_file(size: usize) -> io::Result<PathBuf> {
     let dir = fixture_root().join(format!("v{GENERATOR_VERSION}-files"));
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("text-{size}"));
-    if fs::metadata(&path).map(|m| m.len() == size as u64).unwrap_or(false) {
+    if fs::metadata(&path)
+        .map(|m| m.len() == size as u64)
+        .unwrap_or(false)
+    {
         return Ok(path);
     }
     let vocab = vocabulary(&mut Rng::new(size as u64));
@@ -142,10 +170,15 @@ fn vocabulary(rng: &mut Rng) -> Vec<String> {
     let mut words: Vec<String> = (0..5000)
         .map(|_| {
             let n = 2 + rng.below(9) as usize;
-            (0..n).map(|_| (b'a' + rng.below(26) as u8) as char).collect()
+            (0..n)
+                .map(|_| (b'a' + rng.below(26) as u8) as char)
+                .collect()
         })
         .collect();
-    for w in ["def", "class", "return", "import", "self", "if", "else", "for", "in", "None", "=", "(", ")", ":", "#"] {
+    for w in [
+        "def", "class", "return", "import", "self", "if", "else", "for", "in", "None", "=", "(",
+        ")", ":", "#",
+    ] {
         words.push(w.to_string());
     }
     words
@@ -174,7 +207,10 @@ fn text(rng: &mut Rng, vocab: &[String], size: usize) -> Vec<u8> {
 /// Generates `spec` into `root` (which must not exist yet or be empty).
 pub fn generate_tree(root: &Path, spec: &TreeSpec) -> io::Result<Tree> {
     if spec.dirs == 0 && spec.files > 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "files need at least one directory"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "files need at least one directory",
+        ));
     }
     let mut rng = Rng::new(spec.seed);
     let vocab = vocabulary(&mut rng);
@@ -182,7 +218,10 @@ pub fn generate_tree(root: &Path, spec: &TreeSpec) -> io::Result<Tree> {
     let mut bytes = 0u64;
     let per_dir = spec.files.div_ceil(spec.dirs.max(1));
     for d in 0..spec.dirs {
-        let dir = root.join("src").join(format!("pkg{:02}", d / 10)).join(format!("mod{:02}", d % 10));
+        let dir = root
+            .join("src")
+            .join(format!("pkg{:02}", d / 10))
+            .join(format!("mod{:02}", d % 10));
         fs::create_dir_all(&dir)?;
         for f in 0..per_dir {
             if files >= spec.files {
@@ -200,7 +239,8 @@ pub fn generate_tree(root: &Path, spec: &TreeSpec) -> io::Result<Tree> {
         fs::create_dir_all(&assets)?;
         for &mib in &spec.blobs_mib {
             let mut brng = Rng::new(spec.seed ^ (mib << 32));
-            let mut out = io::BufWriter::new(fs::File::create(assets.join(format!("blob-{mib}M.bin")))?);
+            let mut out =
+                io::BufWriter::new(fs::File::create(assets.join(format!("blob-{mib}M.bin")))?);
             let mut chunk = vec![0u8; 1 << 20];
             for _ in 0..mib {
                 for w in chunk.chunks_exact_mut(8) {
@@ -217,14 +257,21 @@ pub fn generate_tree(root: &Path, spec: &TreeSpec) -> io::Result<Tree> {
     fs::write(root.join("README.txt"), b"forge-benches fixture\n")?;
     files += 1;
     bytes += 22;
-    Ok(Tree { root: root.to_path_buf(), files, bytes })
+    Ok(Tree {
+        root: root.to_path_buf(),
+        files,
+        bytes,
+    })
 }
 
 /// Runs `bash -o pipefail -c cmd` with stdout discarded; errors unless every command of the
 /// pipeline exits 0. For the shell pipelines the layer benchmarks compare against
 /// (`tar -cf - . | zstd -3`).
 pub fn shell(cmd: &str) -> io::Result<()> {
-    let st = Command::new("bash").args(["-o", "pipefail", "-c", cmd]).stdout(Stdio::null()).status()?;
+    let st = Command::new("bash")
+        .args(["-o", "pipefail", "-c", cmd])
+        .stdout(Stdio::null())
+        .status()?;
     if st.success() {
         Ok(())
     } else {
@@ -234,7 +281,13 @@ pub fn shell(cmd: &str) -> io::Result<()> {
 
 /// Whether a command is on PATH (the shell baselines are skipped, loudly, when it is not).
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -242,14 +295,20 @@ mod tests {
     use super::*;
 
     fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("forge-benches-test-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("forge-benches-test-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }
 
     #[test]
     fn trees_are_deterministic_and_sized_as_asked() {
-        let spec = TreeSpec { files: 25, dirs: 4, blobs_mib: vec![1], seed: 3 };
+        let spec = TreeSpec {
+            files: 25,
+            dirs: 4,
+            blobs_mib: vec![1],
+            seed: 3,
+        };
         let (a, b) = (tmp("a"), tmp("b"));
         let ta = generate_tree(&a, &spec).unwrap();
         let tb = generate_tree(&b, &spec).unwrap();
@@ -258,10 +317,28 @@ mod tests {
         let f = "src/pkg00/mod02/file004.txt";
         let (ca, cb) = (fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap());
         assert_eq!(ca, cb);
-        assert!((1024..19 * 1024).contains(&ca.len()), "text file size {}", ca.len());
-        assert_eq!(fs::metadata(a.join("assets/blob-1M.bin")).unwrap().len(), 1 << 20);
-        let other = generate_tree(&tmp("c"), &TreeSpec { seed: 4, ..spec.clone() }).unwrap();
-        assert_ne!(fs::read(other.root.join(f)).unwrap(), ca, "the seed must change the content");
+        assert!(
+            (1024..19 * 1024).contains(&ca.len()),
+            "text file size {}",
+            ca.len()
+        );
+        assert_eq!(
+            fs::metadata(a.join("assets/blob-1M.bin")).unwrap().len(),
+            1 << 20
+        );
+        let other = generate_tree(
+            &tmp("c"),
+            &TreeSpec {
+                seed: 4,
+                ..spec.clone()
+            },
+        )
+        .unwrap();
+        assert_ne!(
+            fs::read(other.root.join(f)).unwrap(),
+            ca,
+            "the seed must change the content"
+        );
         for d in [a, b, other.root] {
             fs::remove_dir_all(d).unwrap();
         }
@@ -269,7 +346,16 @@ mod tests {
 
     #[test]
     fn a_spec_without_directories_is_refused() {
-        let e = generate_tree(&tmp("z"), &TreeSpec { files: 1, dirs: 0, blobs_mib: vec![], seed: 1 }).unwrap_err();
+        let e = generate_tree(
+            &tmp("z"),
+            &TreeSpec {
+                files: 1,
+                dirs: 0,
+                blobs_mib: vec![],
+                seed: 1,
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 
@@ -277,7 +363,10 @@ mod tests {
     fn shell_reports_failure() {
         assert!(shell("true").is_ok());
         assert!(shell("false").is_err());
-        assert!(shell("false | cat").is_err(), "a failure inside a pipeline counts");
+        assert!(
+            shell("false | cat").is_err(),
+            "a failure inside a pipeline counts"
+        );
         assert!(have("sh"));
         assert!(!have("no-such-tool-forge-benches"));
     }
