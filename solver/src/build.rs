@@ -573,11 +573,10 @@ impl Build<'_> {
         }
         self.check_cancel()?;
         let stage = &self.df.stages[idx];
-        let vertex_total = 1 + stage
-            .instructions
-            .iter()
-            .filter(|i| matches!(i.kind, InstructionKind::Run(_) | InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Workdir(_)))
-            .count();
+        let is_vertex = |i: &Instruction| {
+            matches!(i.kind, InstructionKind::Run(_) | InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Workdir(_))
+        };
+        let mut vertex_total = 1 + stage.instructions.iter().filter(|i| is_vertex(i)).count();
         let label = self.stage_label(idx);
         let from_id = self.step_id();
         let base_desc = match &self.plan.bases[idx] {
@@ -636,11 +635,13 @@ impl Build<'_> {
                 instructions.push(inst);
             }
         }
+        // Triggers count as steps of this stage too.
+        vertex_total += instructions.iter().filter(|i| is_vertex(i)).count();
         instructions.extend(stage.instructions.iter().cloned());
         let mut vertex = 1;
         for inst in &instructions {
             self.check_cancel()?;
-            if matches!(inst.kind, InstructionKind::Run(_) | InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Workdir(_)) {
+            if is_vertex(inst) {
                 vertex += 1;
             }
             let name = format!("[{label}{vertex}/{vertex_total}] {}", inst.source.trim());
