@@ -189,6 +189,7 @@ impl Lexer {
             raw_escapes: self.raw_escapes,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
         };
         match p.process_until(None, self.raw_escapes) {
             Ok((value, words)) => Ok((
@@ -231,6 +232,9 @@ fn go_quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// How deeply `${…}` substitutions may nest inside one another.
+const MAX_NESTING: usize = 64;
 
 /// An error before it is wrapped with the input word.
 struct Fail {
@@ -292,6 +296,8 @@ struct Processor<'a> {
     raw_escapes: bool,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// Current `process_until` nesting (bounded by [`MAX_NESTING`]).
+    depth: usize,
 }
 
 impl Processor<'_> {
@@ -342,9 +348,18 @@ impl Processor<'_> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Step<(String, Vec<String>)> {
+        // `${a:-${b:-…}}` recurses once per level: bound it, or a hostile Dockerfile
+        // overflows the stack (5000 levels did, on a build thread).
+        if self.depth >= MAX_NESTING {
+            return self.fail(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let out = self.process_until_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         out
     }
 
@@ -1013,6 +1028,16 @@ mod tests {
             .process_word("abc ${A=x}", &env())
             .unwrap_err();
         assert_eq!(err.offset, 7);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let lex = Lexer::new('\\');
+        let ok = format!("{}x{}", "${B:-".repeat(60), "}".repeat(60));
+        assert_eq!(lex.process_word(&ok, &NoEnv).unwrap(), "x");
+        let deep = format!("{}x{}", "${B:-".repeat(5000), "}".repeat(5000));
+        let e = lex.process_word(&deep, &NoEnv).unwrap_err();
+        assert!(e.to_string().contains("nested more than"), "{e}");
     }
 
     #[test]
