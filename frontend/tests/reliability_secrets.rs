@@ -44,6 +44,7 @@ fn secrets_never_reach_the_store_outputs_or_logs() {
          RUN --mount=type=secret,id=file,target=/s/file wc -c /s/file > /file.len && cp /s/file /tmp/x && rm /tmp/x\n\
          RUN --mount=type=secret,id=tok,env=TOK test -n \"$TOK\" && echo \"length ${{#TOK}}\"\n\
          RUN --mount=type=secret,id=tok sh -c 'v=$(cat /run/secrets/tok); [ \"$v\" != x ] && echo compared'\n\
+         RUN printf 'layer-%s\\n' marker-7f3a > /marker\n\
          ENV PHASE=done\n"
     );
     let ctx = context(&[("Dockerfile", &df)]);
@@ -88,7 +89,14 @@ fn secrets_never_reach_the_store_outputs_or_logs() {
     let saved = f.scratch("saved.tar");
     let save = f.ok(&["--log-level", "debug", "save", "-o", &saved.display().to_string(), "sec:1"]);
     let images = f.ok(&["images", "--format", "json"]);
+    // Controls: the search sees into image configs and into compressed layers of every archive.
     assert!(find_bytes(&saved, b"PHASE=done").len() + find_bytes(&oci, b"PHASE=done").len() >= 2, "the archive search does not see into the image config");
+    let root = f.root();
+    for archive in [&oci, &docker, &saved, &local, &root] {
+        let hits = find_bytes(archive, b"layer-marker-7f3a");
+        // Only layer content spells the marker out (the history has the printf format).
+        assert!(!hits.is_empty(), "the search does not see into the layers of {}: {hits:?}", archive.display());
+    }
 
     // A RUN that fails after reading the secret: the error names the command, not the value.
     let bad = context(&[("Dockerfile", &format!("FROM {BASE}\nRUN --mount=type=secret,id=tok sh -c 'v=$(cat /run/secrets/tok); test \"$v\" = wrong'\n"))]);
