@@ -28,27 +28,35 @@ type Warn<'a> = &'a (dyn Fn(String) + Send + Sync);
 
 /// Blobs found corrupt or missing during a build: records using them are ignored afterwards.
 #[derive(Clone, Default)]
-pub(crate) struct Poisoned(Arc<Mutex<(HashSet<Digest>, Vec<(Digest, String)>)>>);
+pub(crate) struct Poisoned(Arc<Mutex<PoisonState>>);
+
+#[derive(Default)]
+struct PoisonState {
+    /// Every poisoned blob.
+    all: HashSet<Digest>,
+    /// Poisoned since the last [`Poisoned::take_new`], with the reason.
+    new: Vec<(Digest, String)>,
+}
 
 impl Poisoned {
     fn contains(&self, d: &Digest) -> bool {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .0
+            .all
             .contains(d)
     }
 
     fn add(&self, d: &Digest, why: String) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0.insert(d.clone()) {
-            g.1.push((d.clone(), why));
+        if g.all.insert(d.clone()) {
+            g.new.push((d.clone(), why));
         }
     }
 
     /// Blobs poisoned since the last call, with the reason.
     pub(crate) fn take_new(&self) -> Vec<(Digest, String)> {
-        std::mem::take(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()).1)
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()).new)
     }
 }
 
@@ -301,9 +309,11 @@ pub(crate) fn validate_exports(specs: &[CacheSpec]) -> Result<(), Error> {
             "registry" => need("ref")?,
             "local" => need("dest")?,
             "inline" => {}
-            other => return Err(Error::Usage(format!(
+            other => {
+                return Err(Error::Usage(format!(
                 "--cache-to type={other}: unknown cache type (expected registry, local or inline)"
-            ))),
+            )))
+            }
         }
         mode_of(s)?;
         compression_of(s)?;
