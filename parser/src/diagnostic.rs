@@ -61,7 +61,7 @@ impl Diagnostic {
             out.push_str(&format!(" [{rule}]"));
         }
         out.push('\n');
-        if let Some(text) = source.lines().nth(self.span.line.saturating_sub(1)) {
+        if let Some(text) = self.source_line(source) {
             let gutter = self.span.line.to_string();
             let pad = " ".repeat(gutter.len());
             out.push_str(&format!(" {gutter} | {text}\n"));
@@ -84,6 +84,25 @@ impl Diagnostic {
             out.push_str(&format!("  = help: {help}\n"));
         }
         out
+    }
+}
+
+impl Diagnostic {
+    /// The source line the span starts on. Found from the span's byte offset (so rendering many
+    /// findings stays linear), falling back to counting lines when the offset does not fit.
+    fn source_line<'s>(&self, source: &'s str) -> Option<&'s str> {
+        let start = self.span.start;
+        if self.span.line > 0 && start <= source.len() && source.is_char_boundary(start) {
+            let line_start = source[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let line_end = source[line_start..].find('\n').map(|i| line_start + i).unwrap_or(source.len());
+            let by_offset = source[line_start..line_end].trim_end_matches('\r');
+            // The offset must agree with the column; spans built without offsets fall back.
+            let col_ok = by_offset.chars().count() + 1 >= self.span.column;
+            if (start > 0 || self.span.line == 1) && col_ok {
+                return Some(by_offset);
+            }
+        }
+        source.lines().nth(self.span.line.saturating_sub(1))
     }
 }
 

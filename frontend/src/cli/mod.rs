@@ -14,7 +14,7 @@ pub use errors::Failure;
 
 /// forge: build OCI images from Dockerfiles, without a daemon.
 #[derive(Parser, Debug)]
-#[command(name = "forge", version, about, long_about = None, propagate_version = true)]
+#[command(name = "forge", version, about, long_about = None, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Store directory [default: $FORGE_ROOT, else /var/lib/forge as root, else ~/.local/share/forge]
     #[arg(long, global = true, value_name = "DIR")]
