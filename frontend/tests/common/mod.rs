@@ -200,7 +200,9 @@ impl Forge {
         c.arg("--root").arg(self.root());
         c.env_remove("FORGE_ROOT")
             .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            // Help text wraps at the terminal width: pin it so snapshots do not depend on it.
+            .env("COLUMNS", "100");
         c
     }
 
