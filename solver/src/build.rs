@@ -437,16 +437,19 @@ impl Build<'_> {
             .collect();
         std::thread::scope(|s| {
             for &i in &order {
-                s.spawn(move || {
-                    let r = self.run_stage(i);
-                    match r {
-                        Ok(st) => self.slots[i].set(Some(Arc::new(st))),
-                        Err(e) => {
-                            self.fail(e);
-                            self.slots[i].set(None);
-                        }
+                let run = move || match self.run_stage(i) {
+                    Ok(st) => self.slots[i].set(Some(Arc::new(st))),
+                    Err(e) => {
+                        self.fail(e);
+                        self.slots[i].set(None);
                     }
-                });
+                };
+                // The main thread's stack size, not the 2 MiB default of spawned threads.
+                let spawned = std::thread::Builder::new().name(format!("stage-{i}")).stack_size(8 << 20).spawn_scoped(s, run);
+                if let Err(e) = spawned {
+                    self.fail(SolveError::Other(format!("cannot start a thread for stage {i}: {e}")));
+                    self.slots[i].set(None);
+                }
             }
         });
         if let Some(e) = self.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
