@@ -14,7 +14,7 @@ if ! command -v busybox >/dev/null 2>&1; then
     fi
 fi
 cargo build --release -p forge
-export PATH="$PWD/target/release:$PATH"
+export PATH="${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH"
 export FORGE_ROOT=${FORGE_ROOT:-$(mktemp -d)/store}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
