@@ -252,16 +252,23 @@ fn parents(rel: &str) -> Vec<String> {
 
 /// blake3 of a file's bytes.
 pub fn hash_file(path: &Path) -> Result<[u8; 32], SolveError> {
+    thread_local! {
+        // One read buffer per thread: allocating (and zeroing) one per file cost as much as
+        // the hashing on trees of small files.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+    }
     let mut f = std::fs::File::open(path).map_err(|e| SolveError::io(path, e))?;
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| SolveError::io(path, e))?;
-        if n == 0 {
-            break;
+    BUF.with(|buf| -> Result<(), SolveError> {
+        let mut buf = buf.borrow_mut();
+        loop {
+            let n = f.read(&mut buf).map_err(|e| SolveError::io(path, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
         }
-        h.update(&buf[..n]);
-    }
+    })?;
     Ok(*h.finalize().as_bytes())
 }
 

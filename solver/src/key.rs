@@ -16,9 +16,11 @@ pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
     pub fn to_hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(64);
         for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
+            s.push(HEX[usize::from(b >> 4)] as char);
+            s.push(HEX[usize::from(b & 0xf)] as char);
         }
         s
     }
@@ -144,6 +146,16 @@ mod tests {
     #[test]
     fn none_differs_from_empty() {
         assert_ne!(key(|b| { b.opt("x", None); }), key(|b| { b.opt("x", Some("")); }));
+    }
+
+    #[test]
+    fn hex_is_lower_case_and_complete() {
+        let mut raw = [0u8; 32];
+        raw[0] = 0xab;
+        raw[31] = 0x0f;
+        let hex = CacheKey(raw).to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.starts_with("ab00") && hex.ends_with("000f"), "{hex}");
     }
 
     #[test]

@@ -12,6 +12,15 @@ use forge_sandbox::{CancelToken, Mount, MountKind, Network, OutputStream, Rootfs
 
 use super::Failure;
 
+/// `println!` that ends quietly when stdout is closed (`forge images | head`) instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn open_store(root: Option<PathBuf>) -> Result<Store, Failure> {
     let root = root.unwrap_or_else(forge::default_root);
     Store::open(&root).map_err(|e| Failure::failed(format!("cannot open the store at {}: {e}", root.display())))
@@ -134,7 +143,7 @@ pub fn inspect(root: Option<PathBuf>, a: InspectArgs) -> Result<ExitCode, Failur
             "Config": config,
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,7 +185,7 @@ pub fn rmi(root: Option<PathBuf>, a: RmiArgs) -> Result<ExitCode, Failure> {
             }
         };
         for n in removed {
-            println!("Untagged: {n}");
+            outln!("Untagged: {n}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -214,7 +223,7 @@ pub fn pull(root: Option<PathBuf>, a: PullArgs) -> Result<ExitCode, Failure> {
     let _lease = store.lease()?;
     let images = forge::registry_images::RegistryImages::new(store.clone(), &a.insecure_registries)?;
     let img = images.pull(&a.reference, &platform, &registry_progress)?;
-    println!("{}", img.manifest_digest);
+    outln!("{}", img.manifest_digest);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -235,7 +244,7 @@ pub fn push(root: Option<PathBuf>, a: PushArgs) -> Result<ExitCode, Failure> {
     let dest = a.dest.clone().unwrap_or_else(|| a.reference.clone());
     let images = forge::registry_images::RegistryImages::new(store, &a.insecure_registries)?;
     let pushed = images.push_with(&d, &dest, &registry_progress)?;
-    println!("{pushed}");
+    outln!("{pushed}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -322,12 +331,12 @@ pub fn load(root: Option<PathBuf>, a: LoadArgs) -> Result<ExitCode, Failure> {
     }
     for img in imported {
         if img.names.is_empty() {
-            println!("Loaded image ID: {}", img.manifest.digest);
+            outln!("Loaded image ID: {}", img.manifest.digest);
         }
         for n in &img.names {
             let name = forge_cache::normalize_tag(n).map_err(|e| Failure::failed(format!("image name {n:?} in the archive: {e}")))?;
             store.set_tag(&name, &img.manifest.digest)?;
-            println!("Loaded image: {n}");
+            outln!("Loaded image: {n}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -403,7 +412,7 @@ pub fn import(root: Option<PathBuf>, a: ImportArgs) -> Result<ExitCode, Failure>
     let (manifest_digest, ..) = forge_solver::layers::write_image(&store, &config, &[layer]).map_err(|e| Failure::failed(e.to_string()))?;
     let name = forge_cache::normalize_tag(&a.name).map_err(|e| Failure::usage(format!("invalid name {:?}: {e}", a.name)))?;
     store.set_tag(&name, &manifest_digest)?;
-    println!("{manifest_digest}");
+    outln!("{manifest_digest}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -531,7 +540,7 @@ pub fn prune(root: Option<PathBuf>, a: PruneArgs) -> Result<ExitCode, Failure> {
     let store = open_store(root)?;
     let opts = PruneOptions { all_records: a.all, cache_mounts: a.cache_mounts, ..Default::default() };
     let r = store.prune(&opts)?;
-    println!(
+    outln!(
         "removed {} blobs, {} snapshots, {} cache records, {} temporary items, {} cache mounts; freed {}",
         r.blobs_removed,
         r.snapshots_removed,
@@ -553,35 +562,35 @@ pub struct CheckArgs {
 pub fn check(root: Option<PathBuf>, a: CheckArgs) -> Result<ExitCode, Failure> {
     let store = open_store(root)?;
     let r = store.check(a.repair)?;
-    println!(
+    outln!(
         "checked {} blobs, {} snapshots, {} tags, {} cache records",
         r.blobs_checked, r.snapshots_checked, r.tags_checked, r.records_checked
     );
     let mut problems = 0;
     for d in &r.corrupt_blobs {
-        println!("corrupt blob {d}");
+        outln!("corrupt blob {d}");
         problems += 1;
     }
     for s in &r.incomplete_snapshots {
-        println!("incomplete snapshot {s}");
+        outln!("incomplete snapshot {s}");
         problems += 1;
     }
     for t in &r.dangling_tags {
-        println!("dangling tag {t}");
+        outln!("dangling tag {t}");
         problems += 1;
     }
     for m in &r.missing_blobs {
-        println!("missing blob {} (needed by {})", m.digest, m.referenced_by);
+        outln!("missing blob {} (needed by {})", m.digest, m.referenced_by);
         problems += 1;
     }
     if problems == 0 {
-        println!("no problems found");
+        outln!("no problems found");
         Ok(ExitCode::SUCCESS)
     } else if a.repair {
-        println!("{problems} problems found and repaired where possible");
+        outln!("{problems} problems found and repaired where possible");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{problems} problems found; run `forge check --repair`");
+        outln!("{problems} problems found; run `forge check --repair`");
         Ok(ExitCode::from(1))
     }
 }
@@ -614,7 +623,7 @@ pub fn login(a: LoginArgs) -> Result<ExitCode, Failure> {
     let client = forge_registry::Client::new(forge_registry::ClientOptions::default())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::failed(e.to_string()))?;
     rt.block_on(client.login(&a.server, &user, &password))?;
-    println!("Login Succeeded");
+    outln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -627,9 +636,9 @@ pub fn logout(a: LogoutArgs) -> Result<ExitCode, Failure> {
     let client = forge_registry::Client::new(forge_registry::ClientOptions::default())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::failed(e.to_string()))?;
     if rt.block_on(client.logout(&a.server))? {
-        println!("Removing login credentials for {}", a.server);
+        outln!("Removing login credentials for {}", a.server);
     } else {
-        println!("Not logged in to {}", a.server);
+        outln!("Not logged in to {}", a.server);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -661,14 +670,14 @@ pub fn lint(a: LintArgs) -> Result<ExitCode, Failure> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         Format::Table => {
             for d in &diags {
                 print!("{}", d.render(&name, &text));
             }
             let warnings = diags.len() - errors;
-            println!("{name}: {errors} error(s), {warnings} warning(s)");
+            outln!("{name}: {errors} error(s), {warnings} warning(s)");
         }
     }
     Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -684,8 +693,8 @@ pub fn version(a: VersionArgs) -> Result<ExitCode, Failure> {
     let v = env!("CARGO_PKG_VERSION");
     let platform = Platform::host().to_string();
     match a.format {
-        Format::Json => println!("{}", serde_json::json!({ "version": v, "platform": platform })),
-        Format::Table => println!("forge {v} ({platform})"),
+        Format::Json => outln!("{}", serde_json::json!({ "version": v, "platform": platform })),
+        Format::Table => outln!("forge {v} ({platform})"),
     }
     Ok(ExitCode::SUCCESS)
 }
