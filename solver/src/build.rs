@@ -379,13 +379,14 @@ pub fn build(
         events(Event::Warning { message: format!("build argument {arg:?} was not consumed by any stage") });
     }
     let _lease = store.lease()?;
+    let internal = CancelToken::new();
     let b = Build {
         store,
         images,
         sandbox,
         opts,
         events,
-        cancel,
+        cancel: &internal,
         slots: df.stages.iter().map(|_| Slot::new()).collect(),
         df,
         plan,
@@ -401,7 +402,23 @@ pub fn build(
         step_records: Mutex::new(Vec::new()),
         remote_hits: Mutex::new(Vec::new()),
     };
-    b.run_all()
+    // A failure cancels the build's own token (killing running RUNs); the caller's token is
+    // only watched, so a failed build leaves it usable (a retry with the same token works).
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if cancel.is_cancelled() {
+                    internal.cancel();
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        let r = b.run_all();
+        done.store(true, Ordering::Relaxed);
+        r
+    })
 }
 
 impl Build<'_> {
