@@ -3,27 +3,6 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-
-/// Builds with `-o type=local` and returns the root filesystem directory.
-fn build_rootfs(f: &Forge, ctx: &Path, args: &[&str]) -> (Build, PathBuf) {
-    let dest = f.scratch(&format!(
-        "rootfs-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let out = format!("type=local,dest={}", dest.display());
-    let mut all = args.to_vec();
-    all.extend(["-o", &out]);
-    let b = f.build(ctx, &all);
-    (b, dest)
-}
-
-fn read(dir: &Path, p: &str) -> String {
-    std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
 
 const STAGES: &str = r#"FROM busybox:local AS broken
 RUN exit 1

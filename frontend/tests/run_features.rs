@@ -6,25 +6,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn build_rootfs(f: &Forge, ctx: &Path, args: &[&str]) -> (Build, PathBuf) {
-    let dest = f.scratch(&format!(
-        "rootfs-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let out = format!("type=local,dest={}", dest.display());
-    let mut all = args.to_vec();
-    all.extend(["-o", &out]);
-    let b = f.build(ctx, &all);
-    (b, dest)
-}
-
-fn read(dir: &Path, p: &str) -> String {
-    std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
-
 #[test]
 fn cache_mount_persists_across_builds() {
     let Some(f) = Forge::with_base() else { return };

@@ -635,3 +635,24 @@ fn make_base() -> Option<PathBuf> {
     let _ = std::fs::remove_dir_all(&store);
     Some(tar)
 }
+
+/// Builds with `-o type=local` and returns the root filesystem directory.
+pub fn build_rootfs(f: &Forge, ctx: &Path, args: &[&str]) -> (Build, PathBuf) {
+    let dest = f.scratch(&format!(
+        "rootfs-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let out = format!("type=local,dest={}", dest.display());
+    let mut all = args.to_vec();
+    all.extend(["-o", &out]);
+    let b = f.build(ctx, &all);
+    (b, dest)
+}
+
+/// Reads a file of an unpacked root filesystem, naming it when that fails.
+pub fn read(dir: &Path, p: &str) -> String {
+    std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
