@@ -241,6 +241,8 @@ pub struct Build<'a> {
     df: Dockerfile,
     plan: Plan,
     context: OnceLock<Result<Arc<Context>, String>>,
+    /// The context directory, canonicalized once: it names the stat cache and step memories.
+    context_abs: PathBuf,
     named_contexts: Mutex<HashMap<String, Arc<Context>>>,
     slots: Vec<Slot>,
     runs: Semaphore,
@@ -391,6 +393,7 @@ pub fn build(
         df,
         plan,
         context: OnceLock::new(),
+        context_abs: std::fs::canonicalize(&opts.context).unwrap_or_else(|_| opts.context.clone()),
         named_contexts: Mutex::new(HashMap::new()),
         runs: Semaphore::new(opts.max_parallel_runs),
         key_locks: Mutex::new(HashMap::new()),
@@ -483,7 +486,7 @@ impl Build<'_> {
     }
 
     fn stat_cache_name(&self) -> String {
-        let abs = std::fs::canonicalize(&self.opts.context).unwrap_or_else(|_| self.opts.context.clone());
+        let abs = &self.context_abs;
         let h = blake3::hash(abs.as_os_str().as_encoded_bytes());
         format!("statcache-v1-{}", &h.to_hex()[..24])
     }
@@ -844,7 +847,7 @@ impl Build<'_> {
     }
 
     fn memory_name(&self, idx: usize, inst: &Instruction) -> String {
-        let abs = std::fs::canonicalize(&self.opts.context).unwrap_or_else(|_| self.opts.context.clone());
+        let abs = &self.context_abs;
         let mut h = blake3::Hasher::new();
         h.update(abs.as_os_str().as_encoded_bytes());
         h.update(self.opts.dockerfile_path.as_deref().unwrap_or(Path::new("-")).as_os_str().as_encoded_bytes());
