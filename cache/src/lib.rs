@@ -104,6 +104,7 @@
 //! `Store` implements [`forge_oci::BlobSource`] and [`forge_oci::BlobSink`], so OCI layout and
 //! archive code reads from and writes into it directly.
 
+mod compress;
 mod error;
 mod fsutil;
 mod gc;
@@ -118,6 +119,7 @@ mod temp;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+pub use compress::is_plain_layer;
 pub use error::{SnapshotError, StoreError};
 pub use gc::{CheckReport, Lease, MissingBlob, PruneOptions, PruneReport};
 pub use images::ImageSummary;

@@ -259,6 +259,17 @@ impl Store {
     /// Starts streaming a new blob. Write the content, then [`BlobWriter::commit`]; dropping the
     /// writer without committing removes its temp file.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        self.new_blob_writer(Some(Hasher::new()))
+    }
+
+    /// Like [`Store::blob_writer`], for a writer whose caller already hashes exactly the bytes
+    /// it writes (a layer writer computing a plain tar's diff_id): the content is not hashed a
+    /// second time, and [`BlobWriter::commit`] must be given that digest, which it trusts.
+    pub fn blob_writer_prehashed(&self) -> Result<BlobWriter, StoreError> {
+        self.new_blob_writer(None)
+    }
+
+    fn new_blob_writer(&self, hasher: Option<Hasher>) -> Result<BlobWriter, StoreError> {
         let path = self.tmp_dir().join(fsutil::temp_name("blob"));
         let file = fsutil::create_new(&path).map_err(StoreError::io("create temp blob", &path))?;
         lock::try_lock_file(&file, true).map_err(StoreError::io("lock temp blob", &path))?;
@@ -266,7 +277,7 @@ impl Store {
             store: self.clone(),
             file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
             path,
-            hasher: Hasher::new(),
+            hasher,
             size: 0,
         })
     }
@@ -408,7 +419,8 @@ pub struct BlobWriter {
     store: Store,
     file: Option<io::BufWriter<File>>,
     path: PathBuf,
-    hasher: Hasher,
+    /// None for [`Store::blob_writer_prehashed`].
+    hasher: Option<Hasher>,
     size: u64,
 }
 
@@ -452,9 +464,16 @@ impl BlobWriter {
         let file = writer
             .into_inner()
             .map_err(|e| StoreError::io("write temp blob", &self.path)(e.into_error()))?;
-        let hasher = std::mem::take(&mut self.hasher);
-        let digest = hasher.finish();
         let size = self.size;
+        let digest = match (self.hasher.take(), expected) {
+            (Some(h), _) => h.finish(),
+            (None, Some(exp)) => exp.clone(),
+            (None, None) => {
+                return Err(StoreError::io("commit blob", &self.path)(io::Error::other(
+                    "a prehashed blob needs its digest",
+                )))
+            }
+        };
         if let Some(exp) = expected {
             if exp != &digest {
                 return Err(StoreError::DigestMismatch {
@@ -493,7 +512,9 @@ impl Write for BlobWriter {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already committed"))?;
         let n = f.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }

@@ -170,3 +170,19 @@ fn blob_traits() {
     );
     assert_eq!(forge_oci::read_blob_bytes(src, &d).unwrap(), data);
 }
+
+#[test]
+fn prehashed_writer_takes_the_callers_digest_and_needs_one() {
+    let (_t, store) = store();
+    let mut w = store.blob_writer_prehashed().unwrap();
+    w.write_all(b"layer tar bytes").unwrap();
+    let d = Digest::of(b"layer tar bytes");
+    assert_eq!(w.commit(Some(&d)).unwrap(), (d.clone(), 15));
+    assert_eq!(store.read_blob(&d).unwrap(), b"layer tar bytes");
+
+    let mut w = store.blob_writer_prehashed().unwrap();
+    w.write_all(b"no digest given").unwrap();
+    assert!(w.commit(None).is_err(), "a prehashed blob without its digest must be refused");
+    assert_eq!(tmp_entries(&store), Vec::<String>::new(), "the refused blob's temp file is gone");
+    assert_eq!(store.list_blobs().unwrap(), vec![d]);
+}

@@ -259,7 +259,9 @@ impl Build {
         self
     }
 
-    /// Layer compression (default: gzip).
+    /// Layer compression. Without one, the layers a build makes are stored as plain tars and
+    /// compressed with gzip (level 1) only when the image leaves the store: a push, an OCI or
+    /// Docker archive output, a remote cache. With one, they are compressed as they are made.
     pub fn compression(mut self, c: Compression) -> Build {
         self.compression = Some(c);
         self
@@ -337,10 +339,19 @@ impl Build {
         // writes are reachable only once tagged (or exported), and a concurrent `forge prune`
         // between the solve and `set_tag` would delete them under a "successful" build.
         let _lease = store.lease()?;
+        // Without an explicit compression a build that only names a local image stores its
+        // layers as plain tars: nothing is compressed until the image leaves the store (`forge
+        // push`, `forge save`, a remote cache). A build that exports or pushes compresses as it
+        // goes (gzip), so the image it reports, tags and exports is one manifest. An inline
+        // cache names the pushed blobs in the config, which needs them compressed too.
+        let exports = self.push
+            || self.cache_to.iter().any(|c| c.kind == "inline")
+            || self.outputs.iter().any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. } | Output::Image { push: true, .. }));
         let compression = self
             .compression
             .or_else(|| self.outputs.iter().find_map(|o| o.compression()))
-            .unwrap_or_default();
+            .or_else(|| exports.then(Compression::default));
+        let export_compression = compression.unwrap_or_default();
         let mut opts = BuildOptions::new(self.context.clone(), text);
         opts.dockerfile_path = df_path;
         opts.build_args = self.build_args.clone();
@@ -363,7 +374,7 @@ impl Build {
             opts.max_parallel_runs = n;
         }
         let callback: Callback = self.callback.clone().unwrap_or_else(|| Arc::new(|_| {}));
-        let images = RegistryImages::new(store.clone(), &self.insecure_registries)?;
+        let images = RegistryImages::new(store.clone(), &self.insecure_registries)?.with_compression(export_compression);
         let sandbox = Sandbox::new();
         let net = crate::remote_cache::LazyNet::new(&self.insecure_registries);
         let warn = crate::remote_cache::warner(callback.clone());
@@ -398,13 +409,8 @@ impl Build {
             tags.push(name);
         }
         let mut pushed = Vec::new();
-        let descriptor = forge_oci::Descriptor::new(
-            forge_oci::media::OCI_MANIFEST,
-            out.manifest_digest.clone(),
-            out.manifest_size,
-        );
         for o in &self.outputs {
-            if let Some(r) = output::write(o, &store, &images, &descriptor, &tags, &out)? {
+            if let Some(r) = output::write(o, &store, &images, export_compression, &tags, &out)? {
                 pushed.push(r);
             }
         }

@@ -7,7 +7,7 @@ use forge_cache::Store;
 use forge_oci::apply::{apply_layer, ApplyMode, ApplyOptions};
 use forge_oci::archive::{self, ArchiveFormat, ImageToExport};
 use forge_oci::layer::{write_layer, LayerOptions, SourceKind};
-use forge_oci::{Compression, Descriptor};
+use forge_oci::Compression;
 use forge_solver::BuildOutput;
 
 use crate::registry_images::RegistryImages;
@@ -152,11 +152,15 @@ pub fn write(
     o: &Output,
     store: &Store,
     images: &RegistryImages,
-    manifest: &Descriptor,
+    compression: Compression,
     tags: &[String],
     out: &BuildOutput,
 ) -> Result<Option<String>, Error> {
-    let export = |names: Vec<String>| vec![ImageToExport { names, manifest: manifest.clone() }];
+    // Images leaving the store get their plain-tar layers compressed.
+    let export = |names: Vec<String>| -> Result<Vec<ImageToExport>, Error> {
+        let manifest = store.export_image(&out.manifest_digest, compression)?;
+        Ok(vec![ImageToExport { names, manifest }])
+    };
     let out_err = |dest: &Path| {
         let dest = dest.to_path_buf();
         move |e: archive::ArchiveError| Error::Output { dest: dest.clone(), message: e.to_string() }
@@ -172,14 +176,14 @@ pub fn write(
         }
         Output::Oci { dest, tar } => {
             if *tar {
-                write_file_atomically(dest, |f| archive::write_archive(store, &export(tags.to_vec()), ArchiveFormat::Oci, f).map(|_| ()).map_err(out_err(dest)))?;
+                write_file_atomically(dest, |f| archive::write_archive(store, &export(tags.to_vec())?, ArchiveFormat::Oci, f).map(|_| ()).map_err(out_err(dest)))?;
             } else {
-                archive::write_oci_layout_dir(store, &export(tags.to_vec()), dest).map_err(out_err(dest))?;
+                archive::write_oci_layout_dir(store, &export(tags.to_vec())?, dest).map_err(out_err(dest))?;
             }
             Ok(None)
         }
         Output::Docker { dest } => {
-            write_file_atomically(dest, |f| archive::write_archive(store, &export(tags.to_vec()), ArchiveFormat::Docker, f).map(|_| ()).map_err(out_err(dest)))?;
+            write_file_atomically(dest, |f| archive::write_archive(store, &export(tags.to_vec())?, ArchiveFormat::Docker, f).map(|_| ()).map_err(out_err(dest)))?;
             Ok(None)
         }
         Output::Local { dest } => {

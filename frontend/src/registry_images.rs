@@ -16,13 +16,20 @@ pub struct RegistryImages {
     opts: ClientOptions,
     client: OnceLock<Result<Client, String>>,
     runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
+    compression: forge_oci::Compression,
 }
 
 impl RegistryImages {
     pub fn new(store: Store, insecure: &[String]) -> Result<RegistryImages, Error> {
         let mut opts = ClientOptions::default();
         opts.insecure_registries.extend(insecure.iter().cloned());
-        Ok(RegistryImages { store, opts, client: OnceLock::new(), runtime: OnceLock::new() })
+        Ok(RegistryImages { store, opts, client: OnceLock::new(), runtime: OnceLock::new(), compression: forge_oci::Compression::default() })
+    }
+
+    /// How pushes compress layers the store keeps as plain tars (default: gzip).
+    pub fn with_compression(mut self, c: forge_oci::Compression) -> RegistryImages {
+        self.compression = c;
+        self
     }
 
     fn client(&self) -> Result<&Client, String> {
@@ -56,7 +63,8 @@ impl RegistryImages {
         Ok(img)
     }
 
-    /// Pushes a stored manifest to `dest` (a tag); returns `dest@digest`.
+    /// Pushes a stored manifest to `dest` (a tag), compressing its plain-tar layers first;
+    /// returns `dest@digest` (the pushed manifest's digest).
     pub fn push(&self, manifest: &forge_oci::Digest, dest: &str) -> Result<String, Error> {
         self.push_with(manifest, dest, &|_| {})
     }
@@ -65,7 +73,8 @@ impl RegistryImages {
         let r = Reference::parse(dest).map_err(|e| Error::Usage(e.to_string()))?;
         let client = self.client().map_err(Error::Usage)?;
         let rt = self.runtime().map_err(Error::Usage)?;
-        let d = rt.block_on(client.push(&self.store, manifest, &r, None, progress))?;
+        let exported = self.store.export_image(manifest, self.compression)?;
+        let d = rt.block_on(client.push(&self.store, &exported.digest, &r, None, progress))?;
         Ok(format!("{}@{d}", r.with_default_tag()))
     }
 

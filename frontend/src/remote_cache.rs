@@ -366,17 +366,26 @@ fn entries(steps: &[StepRecord], max: bool) -> Vec<(String, CacheEntry)> {
         .collect()
 }
 
-/// Rewrites layers into `c` for `compression=`: a new blob per layer (same diff_id). Layers
-/// already in that compression, and blobs not in the store, are left as they are.
+/// Compresses the layers a cache exports: plain tars (how builds store their layers) with
+/// `wanted` or gzip, and, when `compression=` asked for a codec, layers in another codec are
+/// rewritten into it (a new blob, same diff_id). Blobs not in the store are left as they are.
 fn recompress(
     store: &Store,
     entries: &mut [(String, CacheEntry)],
-    c: Compression,
+    wanted: Option<Compression>,
 ) -> Result<(), Error> {
+    let c = wanted.unwrap_or_default();
     let mut done: BTreeMap<Digest, Descriptor> = BTreeMap::new();
     for (_, e) in entries.iter_mut() {
         let Some(l) = e.layer.as_mut() else { continue };
-        if l.blob.media_type == c.media_type_oci() || !store.has_blob(&l.blob.digest) {
+        if !store.has_blob(&l.blob.digest) {
+            continue;
+        }
+        if forge_cache::is_plain_layer(&l.blob) {
+            l.blob = store.compressed_layer(&l.blob, c, false)?;
+            continue;
+        }
+        if wanted.is_none() || l.blob.media_type == c.media_type_oci() {
             continue;
         }
         if let Some(d) = done.get(&l.blob.digest) {
@@ -449,9 +458,7 @@ pub(crate) fn export(
 fn export_local(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> Result<(), Error> {
     let dest = s.attrs.get("dest").cloned().unwrap_or_default();
     let mut list = entries(&out.steps, mode_of(s)?);
-    if let Some(c) = compression_of(s)? {
-        recompress(cx.store, &mut list, c)?;
-    }
+    recompress(cx.store, &mut list, compression_of(s)?)?;
     let max_size = s
         .attrs
         .get("max-size")
@@ -478,9 +485,7 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
     let dest =
         Reference::parse(&r).map_err(|e| Error::Usage(format!("--cache-to ref={r}: {e}")))?;
     let mut list = entries(&out.steps, mode_of(s)?);
-    if let Some(c) = compression_of(s)? {
-        recompress(cx.store, &mut list, c)?;
-    }
+    recompress(cx.store, &mut list, compression_of(s)?)?;
     let net = cx.net.get().map_err(Error::Usage)?;
     let mount_from = cx
         .mount_candidates

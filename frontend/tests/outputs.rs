@@ -425,3 +425,38 @@ fn zstd_compression_on_image_output() {
     let o = f.ok(&["run", "--rm", "z:1"]);
     assert_eq!(o.stdout, "hello from forge\n");
 }
+
+/// A build that only tags a local image keeps its own layers as plain tars (nothing is
+/// compressed); `forge save` and `forge push`-style exports compress them (gzip) on the way
+/// out, and the loaded copy runs the same.
+#[test]
+fn local_builds_stay_uncompressed_until_the_image_leaves_the_store() {
+    let Some((f, ctx)) = setup() else { return };
+    f.build(ctx.path(), &["-t", "plain:1"]);
+    let ins = f.inspect("plain:1");
+    let layers = ins["Manifest"]["layers"].as_array().unwrap().clone();
+    assert!(
+        layers.iter().skip(1).all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar"),
+        "the build's own layers are plain tars: {layers:?}"
+    );
+    let saved = f.scratch("plain.tar");
+    f.ok(&["save", "-o", saved.to_str().unwrap(), "plain:1"]);
+    let g = Forge::new();
+    g.ok(&["load", "-i", saved.to_str().unwrap()]);
+    let back = g.inspect("plain:1");
+    let out = back["Manifest"]["layers"].as_array().unwrap();
+    assert_eq!(out.len(), layers.len());
+    assert!(
+        out.iter().all(|l| l["mediaType"] != "application/vnd.oci.image.layer.v1.tar"),
+        "saved layers are compressed: {out:?}"
+    );
+    // Same image content: the config (diff_ids included) is unchanged.
+    assert_eq!(back["Id"], ins["Id"]);
+    assert_eq!(g.ok(&["run", "--rm", "plain:1"]).stdout, "hello from forge\n");
+    // Saving again reuses the compressed blobs: the same archive manifest.
+    let again = f.scratch("again.tar");
+    f.ok(&["save", "-o", again.to_str().unwrap(), "plain:1"]);
+    let h = Forge::new();
+    h.ok(&["load", "-i", again.to_str().unwrap()]);
+    assert_eq!(h.inspect("plain:1")["ManifestDigest"], back["ManifestDigest"]);
+}

@@ -181,6 +181,9 @@ fn killed_save_load_and_prune_leave_a_consistent_store() {
     f2.ok(&["load", "-i", &tar_s]);
     let load_ms = (t0.elapsed().as_millis() as u64).max(50);
     eprintln!("save {save_ms} ms, load {load_ms} ms");
+    // The saved image: the build's config, with its plain layers compressed by `save`.
+    let want = f2.inspect("crash:latest");
+    assert_eq!(want["Id"], f.inspect("crash:latest")["Id"], "save changed the image config");
 
     let started = Instant::now();
     let (mut kills, mut rounds) = (0, 0);

@@ -159,3 +159,107 @@ fn lint_warns_about_secret_looking_arg_and_env_names() {
     // The warning never repeats the value.
     assert!(!o.stdout.contains("hunter2"), "lint output repeats a secret value:\n{}", o.stdout);
 }
+
+/// Standard base64 (with padding), to look for an encoded `user:password` too.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// `forge login --password-stdin` with `DOCKER_CONFIG` pointing at `config`; returns the output.
+fn login(f: &Forge, config: &std::path::Path, host: &str, user: &str, password: &str) -> Out {
+    use std::io::Write;
+    let mut c = f.cmd();
+    c.env("DOCKER_CONFIG", config)
+        .args(["--log-level", "debug", "login", "-u", user, "--password-stdin", host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("run forge login");
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    Out::from(child.wait_with_output().unwrap())
+}
+
+/// Registry credentials: the password given to `forge login`, and the Basic header made from
+/// it, appear in no output of login, build --push, pull or push at debug level, in no error
+/// message when they are wrong, and nowhere in the stores or outputs. (`$DOCKER_CONFIG` holds
+/// them, as Docker's does; it is the one place not searched.)
+#[test]
+fn registry_credentials_never_reach_logs_errors_or_the_store() {
+    let Some(f) = Forge::with_base() else { return };
+    let user = "forge-ci";
+    let password = unique_secret("registry-password");
+    let Some(reg) = Registry::start(Some((user, password.as_str()))) else { return };
+    let host = reg.host();
+    let config = tempfile::tempdir().unwrap();
+    let encoded = base64(format!("{user}:{password}").as_bytes());
+    let mut texts: Vec<(String, String)> = Vec::new();
+    let mut keep = |name: &str, o: &Out| {
+        texts.push((format!("{name} stdout"), o.stdout.clone()));
+        texts.push((format!("{name} stderr"), o.stderr.clone()));
+    };
+
+    // A wrong password: login fails and says so, without echoing either password.
+    let wrong = unique_secret("wrong-password");
+    let o = login(&f, config.path(), &host, user, &wrong);
+    assert_ne!(o.code, 0, "login with a wrong password succeeded\n{}", o.stderr);
+    assert!(o.stderr.contains(&host), "the error names the registry: {}", o.stderr);
+    assert!(!o.stderr.contains(&wrong) && !o.stdout.contains(&wrong), "wrong password echoed: {}", o.stderr);
+    keep("login (wrong)", &o);
+
+    let o = login(&f, config.path(), &host, user, &password);
+    assert_eq!(o.code, 0, "login failed\n{}", o.stderr);
+    keep("login", &o);
+
+    // Build and push with the stored credentials, at debug level, with a metadata file.
+    let ctx = context(&[("Dockerfile", "FROM busybox:local\nRUN echo pushed > /pushed\n")]);
+    let image = format!("{host}/secret/app:1");
+    let meta = f.scratch("meta.json");
+    let cfg = config.path().to_str().unwrap();
+    let b = f.build_env(
+        ctx.path(),
+        &["--log-level", "debug", "-t", &image, "--push", "--metadata-file", meta.to_str().unwrap()],
+        &[("DOCKER_CONFIG", cfg)],
+    );
+    keep("build --push", &b.out);
+    let o = run_cmd(f.cmd().env("DOCKER_CONFIG", cfg).args(["--log-level", "debug", "push", &image, &format!("{host}/secret/copy:1")]));
+    assert_eq!(o.code, 0, "push failed\n{}", o.stderr);
+    keep("push", &o);
+
+    // Another store pulls it back with the same credentials.
+    let g = Forge::new();
+    let o = run_cmd(g.cmd().env("DOCKER_CONFIG", cfg).args(["--log-level", "debug", "pull", &image]));
+    assert_eq!(o.code, 0, "pull failed\n{}", o.stderr);
+    keep("pull", &o);
+
+    // Credentials the registry refuses: the errors say so without the secret.
+    let bad_config = tempfile::tempdir().unwrap();
+    let bad = format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, base64(format!("{user}:{wrong}").as_bytes()));
+    std::fs::write(bad_config.path().join("config.json"), bad).unwrap();
+    let bad_cfg = bad_config.path().to_str().unwrap();
+    let o = run_cmd(g.cmd().env("DOCKER_CONFIG", bad_cfg).args(["--log-level", "debug", "pull", &format!("{host}/secret/copy:1")]));
+    assert_ne!(o.code, 0, "pull with refused credentials succeeded\n{}", o.stderr);
+    assert!(!o.stderr.contains(&wrong), "refused password echoed: {}", o.stderr);
+    keep("pull (refused)", &o);
+    let b = f.try_build_env(ctx.path(), &["--log-level", "debug", "-t", &format!("{host}/secret/refused:1"), "--push"], &[("DOCKER_CONFIG", bad_cfg)]);
+    assert_ne!(b.out.code, 0, "push with refused credentials succeeded\n{}", b.out.stderr);
+    keep("build --push (refused)", &b.out);
+
+    let named: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    for secret in [password.as_str(), encoded.as_str()] {
+        assert_nowhere(&f, secret, &named);
+        assert_nowhere(&g, secret, &named);
+    }
+    assert_nowhere(&g, &wrong, &named);
+}

@@ -6,12 +6,10 @@
 mod common;
 use common::*;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const DOCKERFILE: &str = r#"FROM busybox:local
 RUN cat /proc/sys/kernel/random/uuid > /stamp
@@ -109,75 +107,6 @@ fn warnings(b: &Build) -> Vec<String> {
 
 // ------------------------------------------------------------------ a real registry
 
-/// A `docker-registry` on 127.0.0.1 with its own config and storage; killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        let bin = tool("/usr/bin/docker-registry")?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: forge-remote-cache-test\n",
-            dir.path().join("data").display()
-        );
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let mut r = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = r.child.try_wait().unwrap() {
-                panic!("docker-registry exited with {status}");
-            }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: x\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    return Some(r);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ------------------------------------------------------------------ two stores
 
 /// A exports with `cache_to`; B imports with `cache_from` and must run nothing, giving the same
@@ -266,7 +195,7 @@ fn local_cache_two_stores() {
 
 #[test]
 fn registry_cache_two_stores() {
-    let Some(reg) = Registry::start() else { return };
+    let Some(reg) = Registry::start(None) else { return };
     let r = format!("{}/forge/app:buildcache", reg.host());
     two_store_round_trip(
         &format!("type=registry,ref={r},mode=max"),
@@ -276,7 +205,7 @@ fn registry_cache_two_stores() {
 
 #[test]
 fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
-    let Some(reg) = Registry::start() else { return };
+    let Some(reg) = Registry::start(None) else { return };
     let Some(a) = Forge::with_base() else { return };
     let ctx = app_context();
     let r = format!("{}/forge/shape:cache", reg.host());
@@ -321,7 +250,7 @@ fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
 
 #[test]
 fn inline_cache_in_the_pushed_image() {
-    let Some(reg) = Registry::start() else { return };
+    let Some(reg) = Registry::start(None) else { return };
     let Some(a) = Forge::with_base() else { return };
     let b = Forge::with_base().unwrap();
     let ctx = app_context();

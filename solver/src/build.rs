@@ -69,7 +69,10 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, Secret>,
     pub ssh: BTreeMap<String, PathBuf>,
     pub build_contexts: BTreeMap<String, NamedContext>,
-    pub compression: Compression,
+    /// Layer compression. `None` (the default) stores the layers a build makes as plain tars
+    /// and leaves compressing to whatever takes the image out of the store
+    /// ([`forge_cache::Store::export_image`]); `Some` compresses them as they are written.
+    pub compression: Option<Compression>,
     pub source_date_epoch: Option<i64>,
     pub allow_insecure: bool,
     /// How many RUN steps may execute at once.
@@ -99,7 +102,7 @@ impl BuildOptions {
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             build_contexts: BTreeMap::new(),
-            compression: Compression::default(),
+            compression: None,
             source_date_epoch: None,
             allow_insecure: false,
             max_parallel_runs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -504,11 +507,15 @@ impl Build<'_> {
     fn context(&self) -> Result<Arc<Context>, SolveError> {
         let r = self.context.get_or_init(|| {
             let ignore = Ignore::load(&self.opts.context, self.opts.dockerfile_path.as_deref()).map_err(|e| e.to_string())?;
-            let sc = match self.store.read_state(&self.stat_cache_name()) {
-                Ok(Some(bytes)) => StatCache::decode(&bytes),
-                _ => StatCache::default(),
-            };
-            Context::walk(&self.opts.context, ignore, sc).map(Arc::new).map_err(|e| e.to_string())
+            // The persisted stat cache decodes while the context is walked.
+            let (sc, walked) = rayon::join(
+                || match self.store.read_state(&self.stat_cache_name()) {
+                    Ok(Some(bytes)) => StatCache::decode(&bytes),
+                    _ => StatCache::default(),
+                },
+                || Context::walk(&self.opts.context, ignore, StatCache::default()),
+            );
+            walked.map(|c| Arc::new(c.with_stat_cache(sc))).map_err(|e| e.to_string())
         });
         r.clone().map_err(|m| SolveError::Context { path: self.opts.context.clone(), message: m })
     }
@@ -1189,7 +1196,7 @@ impl Build<'_> {
     }
 
     pub(crate) fn layer_options(&self, kind: SourceKind) -> LayerOptions {
-        LayerOptions { compression: self.opts.compression, source_date_epoch: self.opts.source_date_epoch, kind }
+        LayerOptions { compression: self.opts.compression.unwrap_or(Compression::None), source_date_epoch: self.opts.source_date_epoch, kind }
     }
 
     fn resolve_from(&self, f: &str, loc: &Location, id: usize) -> Result<FromSource, SolveError> {
@@ -1325,7 +1332,11 @@ impl Build<'_> {
             }
         }
         // Layers this build's steps made (cached or not) follow the requested compression;
-        // base-image layers keep theirs, as in BuildKit without force-compression.
+        // base-image layers keep theirs, as in BuildKit without force-compression. Without a
+        // requested compression they stay as they were made (plain tars for new steps).
+        let Some(compression) = self.opts.compression else {
+            return self.finish_export(&config, st.layers.clone(), st);
+        };
         let own: std::collections::HashSet<Digest> = self
             .step_records
             .lock()
@@ -1339,14 +1350,18 @@ impl Build<'_> {
             .iter()
             .map(|l| {
                 if own.contains(&l.diff_id) {
-                    crate::layers::with_compression(self.store, l, self.opts.compression)
+                    crate::layers::with_compression(self.store, l, compression)
                 } else {
                     Ok(l.clone())
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        self.finish_export(&config, layers, st)
+    }
+
+    fn finish_export(&self, config: &ImageConfig, layers: Vec<Layer>, st: &StageState) -> Result<BuildOutput, SolveError> {
         let (manifest_digest, manifest_size, manifest, config_digest) =
-            crate::layers::write_image(self.store, &config, &layers)?;
+            crate::layers::write_image(self.store, config, &layers)?;
         let mut steps = std::mem::take(&mut *self.step_records.lock().unwrap_or_else(|p| p.into_inner()));
         for s in &mut steps {
             s.in_final_image = st.step_keys.contains(&s.key);
@@ -1355,7 +1370,7 @@ impl Build<'_> {
             manifest_digest,
             manifest_size,
             manifest,
-            config,
+            config: config.clone(),
             config_digest,
             steps,
             steps_run: self.steps_run.load(Ordering::Relaxed),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use forge_parser::dockerignore::PatternMatcher;
 
@@ -94,7 +94,7 @@ pub struct Context {
     /// Relative paths (no leading `/`, `""` is the root) → entries, sorted.
     entries: BTreeMap<String, CtxEntry>,
     ignore: Ignore,
-    stat_cache: Mutex<StatCache>,
+    stat_cache: RwLock<StatCache>,
 }
 
 fn ts(sec: i64, nsec: i64) -> (i64, i64) {
@@ -136,7 +136,8 @@ fn entry_of(path: &Path, meta: &std::fs::Metadata) -> CtxEntry {
 }
 
 impl Context {
-    /// Walks `root`, leaving out what `ignore` excludes.
+    /// Walks `root`, leaving out what `ignore` excludes. Directories are read in parallel, and
+    /// entries are stat'ed relative to their open directory (no path lookup per file).
     pub fn walk(root: &Path, ignore: Ignore, stat_cache: StatCache) -> Result<Context, SolveError> {
         let meta = std::fs::metadata(root).map_err(|e| SolveError::io(root, e))?;
         if !meta.is_dir() {
@@ -145,50 +146,24 @@ impl Context {
                 message: "the build context must be a directory".into(),
             });
         }
-        let mut entries = BTreeMap::new();
-        entries.insert(String::new(), entry_of(root, &meta));
-        let mut stack = vec![(root.to_path_buf(), String::new())];
-        while let Some((dir, rel)) = stack.pop() {
-            let rd = std::fs::read_dir(&dir).map_err(|e| SolveError::io(&dir, e))?;
-            for item in rd {
-                let item = item.map_err(|e| SolveError::io(&dir, e))?;
-                let name = item.file_name();
-                let Some(name) = name.to_str() else {
-                    return Err(SolveError::Context {
-                        path: item.path(),
-                        message: "file names in the context must be valid UTF-8".into(),
-                    });
-                };
-                let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
-                let path = item.path();
-                let meta = std::fs::symlink_metadata(&path).map_err(|e| SolveError::io(&path, e))?;
-                let excluded = ignore.excluded(&child_rel);
-                if meta.is_dir() {
-                    // An excluded directory is still entered when an exception may re-include
-                    // something below it.
-                    if excluded && !ignore.patterns.iter().any(|p| p.starts_with('!')) {
-                        continue;
-                    }
-                    stack.push((path.clone(), child_rel.clone()));
-                }
-                if !excluded {
-                    entries.insert(child_rel, entry_of(&path, &meta));
-                }
-            }
-        }
+        // An excluded directory is still entered when an exception may re-include something
+        // below it.
+        let reenter = ignore.patterns.iter().any(|p| p.starts_with('!'));
+        let mut list = walk_dir(root.to_path_buf(), String::new(), &ignore, reenter)?;
+        list.push((String::new(), entry_of(root, &meta)));
+        let mut entries: BTreeMap<String, CtxEntry> = list.into_iter().collect();
         // Directories that are themselves excluded but hold re-included files are kept as parents.
-        let missing: Vec<String> = entries
-            .keys()
-            .flat_map(|k| parents(k))
-            .filter(|p| !entries.contains_key(p))
-            .collect();
-        for p in missing {
-            let host = root.join(&p);
-            if let Ok(meta) = std::fs::symlink_metadata(&host) {
-                entries.insert(p, entry_of(&host, &meta));
+        if reenter {
+            let missing: Vec<String> =
+                entries.keys().flat_map(|k| parents(k)).filter(|p| !entries.contains_key(p)).collect();
+            for p in missing {
+                let host = root.join(&p);
+                if let Ok(meta) = std::fs::symlink_metadata(&host) {
+                    entries.insert(p, entry_of(&host, &meta));
+                }
             }
         }
-        Ok(Context { root: root.to_path_buf(), entries, ignore, stat_cache: Mutex::new(stat_cache) })
+        Ok(Context { root: root.to_path_buf(), entries, ignore, stat_cache: RwLock::new(stat_cache) })
     }
 
     pub fn root(&self) -> &Path {
@@ -221,22 +196,62 @@ impl Context {
     /// The content hash of a regular file, from the stat cache when its stat matches.
     pub fn file_hash(&self, rel: &str, e: &CtxEntry) -> Result<[u8; 32], SolveError> {
         let stamp = Stamp { size: e.size, mtime: e.mtime, ctime: e.ctime, ino: e.ino };
-        if let Some(h) = self.stat_cache.lock().unwrap_or_else(|p| p.into_inner()).get(rel, &stamp) {
+        if let Some(h) = self.stat_cache.read().unwrap_or_else(|p| p.into_inner()).get(rel, &stamp) {
             return Ok(h);
         }
         let path = self.root.join(rel);
         let h = hash_file(&path)?;
-        self.stat_cache.lock().unwrap_or_else(|p| p.into_inner()).put(rel, stamp, h);
+        self.stat_cache.write().unwrap_or_else(|p| p.into_inner()).put(rel, stamp, h);
         Ok(h)
+    }
+
+    /// The context with `sc` as its stat cache.
+    pub fn with_stat_cache(self, sc: StatCache) -> Context {
+        Context { stat_cache: RwLock::new(sc), ..self }
     }
 
     pub fn into_stat_cache(self) -> StatCache {
         self.stat_cache.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn stat_cache(&self) -> std::sync::MutexGuard<'_, StatCache> {
-        self.stat_cache.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn stat_cache(&self) -> std::sync::RwLockWriteGuard<'_, StatCache> {
+        self.stat_cache.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// One directory of the walk: its kept entries, then (in parallel) its subdirectories'.
+fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result<Vec<(String, CtxEntry)>, SolveError> {
+    use rayon::prelude::*;
+    let mut out = Vec::new();
+    let mut subdirs = Vec::new();
+    let rd = std::fs::read_dir(&dir).map_err(|e| SolveError::io(&dir, e))?;
+    for item in rd {
+        let item = item.map_err(|e| SolveError::io(&dir, e))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(SolveError::Context {
+                path: item.path(),
+                message: "file names in the context must be valid UTF-8".into(),
+            });
+        };
+        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        // fstatat on the directory's descriptor, without following symlinks.
+        let meta = item.metadata().map_err(|e| SolveError::io(&item.path(), e))?;
+        let excluded = ignore.excluded(&child_rel);
+        if meta.is_dir() && (!excluded || reenter) {
+            subdirs.push((item.path(), child_rel.clone()));
+        }
+        if !excluded {
+            let e = if meta.file_type().is_symlink() { entry_of(&item.path(), &meta) } else { entry_of(Path::new(""), &meta) };
+            out.push((child_rel, e));
+        }
+    }
+    let nested: Vec<Result<Vec<(String, CtxEntry)>, SolveError>> =
+        subdirs.into_par_iter().map(|(p, r)| walk_dir(p, r, ignore, reenter)).collect();
+    for n in nested {
+        out.extend(n?);
+    }
+    Ok(out)
 }
 
 /// The proper parent prefixes of a relative path (`a/b/c` → `a`, `a/b`).

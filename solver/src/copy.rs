@@ -435,8 +435,8 @@ pub fn hash_items(items: &mut [CopyItem], ctx: Option<&Context>) -> Result<(), S
             return Ok(());
         }
         let h = match ctx {
-            Some(c) => match it.host.strip_prefix(c.root()).ok().and_then(|r| r.to_str()).and_then(|r| c.get(r).map(|e| (r.to_string(), e.clone()))) {
-                Some((rel, e)) => c.file_hash(&rel, &e)?,
+            Some(c) => match it.host.strip_prefix(c.root()).ok().and_then(|r| r.to_str()).and_then(|r| c.get(r).map(|e| (r, e))) {
+                Some((rel, e)) => c.file_hash(rel, e)?,
                 None => crate::context::hash_file(&it.host)?,
             },
             None => crate::context::hash_file(&it.host)?,

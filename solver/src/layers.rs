@@ -39,7 +39,9 @@ pub fn ensure_snapshot(store: &Store, layer: &Layer) -> Result<PathBuf, SolveErr
 /// Writes `dir` as a layer blob into the store and moves `dir` into place as its snapshot.
 /// `dir` must live in a store temp dir (same filesystem).
 pub fn commit_tree(store: &Store, dir: &Path, _kind: SourceKind, opts: &LayerOptions) -> Result<Layer, SolveError> {
-    let w = store.blob_writer()?;
+    // The layer writer hashes exactly the bytes it writes (the tar itself when uncompressed,
+    // the compressor's output otherwise): the blob writer need not hash them again.
+    let w = store.blob_writer_prehashed()?;
     let (info, w) = write_layer(dir, opts, w).map_err(|e| SolveError::Layer(format!("writing layer from {}: {e}", dir.display())))?;
     let (digest, size) = w.commit(Some(&info.digest))?;
     store.commit_snapshot_dir(&info.diff_id, dir)?;

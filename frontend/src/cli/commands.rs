@@ -240,6 +240,8 @@ pub struct PushArgs {
 
 pub fn push(root: Option<PathBuf>, a: PushArgs) -> Result<ExitCode, Failure> {
     let store = open_store(root)?;
+    // The compressed copies of plain-tar layers a push makes belong to no tag yet.
+    let _lease = store.lease()?;
     let d = resolve(&store, &a.reference)?;
     let dest = a.dest.clone().unwrap_or_else(|| a.reference.clone());
     let images = forge::registry_images::RegistryImages::new(store, &a.insecure_registries)?;
@@ -269,6 +271,7 @@ pub struct SaveArgs {
 
 pub fn save(root: Option<PathBuf>, a: SaveArgs) -> Result<ExitCode, Failure> {
     let store = open_store(root)?;
+    let _lease = store.lease()?;
     let mut exports = Vec::new();
     for name in &a.images {
         let d = resolve_manifest(&store, name)?;
@@ -276,7 +279,13 @@ pub fn save(root: Option<PathBuf>, a: SaveArgs) -> Result<ExitCode, Failure> {
             Ok(n) if store.get_tag(&n)?.is_some() => vec![n],
             _ => Vec::new(),
         };
-        exports.push(ImageToExport { names, manifest: manifest_descriptor(&store, &d)? });
+        // Layers a build stored as plain tars leave the store gzip-compressed (indexes, and
+        // images whose layers are all compressed, go out as they are).
+        let manifest = match manifest_descriptor(&store, &d)? {
+            m if forge_oci::media::is_manifest(&m.media_type) => store.export_image(&d, forge_oci::Compression::default())?,
+            m => m,
+        };
+        exports.push(ImageToExport { names, manifest });
     }
     let format = match a.format {
         SaveFormat::Combined => ArchiveFormat::Combined,

@@ -20,9 +20,12 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
@@ -98,7 +101,7 @@ pub struct Out {
 }
 
 impl Out {
-    fn from(o: std::process::Output) -> Out {
+    pub fn from(o: std::process::Output) -> Out {
         use std::os::unix::process::ExitStatusExt;
         let code = o
             .status
@@ -655,4 +658,86 @@ pub fn build_rootfs(f: &Forge, ctx: &Path, args: &[&str]) -> (Build, PathBuf) {
 /// Reads a file of an unpacked root filesystem, naming it when that fails.
 pub fn read(dir: &Path, p: &str) -> String {
     std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// A `docker-registry` on 127.0.0.1 with its own config and storage; killed on drop.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Registry {
+    /// Starts one; `htpasswd` = Some((user, password)) turns on basic auth (needs `htpasswd`
+    /// from apache2-utils). None after a loud skip when a tool is missing (a panic under CI).
+    pub fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
+        let bin = tool("/usr/bin/docker-registry")?;
+        let dir = tempfile::tempdir().unwrap();
+        let auth = match htpasswd {
+            None => String::new(),
+            Some((user, password)) => {
+                let tool_path = tool("/usr/bin/htpasswd")?;
+                let out = Command::new(tool_path).args(["-Bbn", user, password]).output().expect("run htpasswd");
+                assert!(out.status.success(), "htpasswd failed");
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, &out.stdout).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: forge-test\n    path: {}\n", path.display())
+            }
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: forge-test\n{auth}",
+            dir.path().join("data").display()
+        );
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut r = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = r.child.try_wait().unwrap() {
+                panic!("docker-registry exited with {status}");
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                    return Some(r);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
