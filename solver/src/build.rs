@@ -737,13 +737,19 @@ impl Build<'_> {
                 self.copy_step(idx, inst, name, &c.common, from.as_deref(), c.parents, false, st, None)
             }
             InstructionKind::Add(a) => {
-                let is_git = |s: &str| s.starts_with("git@") || s.starts_with("git://") || (crate::fetch::is_url(s) && s.split('#').next().unwrap_or("").ends_with(".git"));
-                if let Some(g) = a.common.sources.iter().find(|s| is_git(s)) {
-                    return Err(SolveError::Step {
-                        location: loc,
-                        message: format!("ADD of a git repository ({g}) is not supported by forge yet"),
-                        help: Some("clone it in a RUN step, or COPY a checkout from the build context".into()),
-                    });
+                if let Some(g) = a.common.sources.iter().find(|s| crate::git::is_git_source(s)) {
+                    if a.common.sources.len() != 1 {
+                        return Err(SolveError::step(&loc, "ADD of a git repository takes exactly one source; use one ADD for each"));
+                    }
+                    if a.checksum.is_some() {
+                        return Err(SolveError::step(&loc, "ADD --checksum applies to downloaded files, not to git repositories"));
+                    }
+                    let src = crate::git::GitSource::parse(g).map_err(|m| SolveError::step(&loc, format!("ADD {g}: {m}")))?;
+                    let co = crate::git::checkout(&src, a.keep_git_dir, self.store, &loc)?;
+                    let mut common = a.common.clone();
+                    common.sources = vec![".".to_string()];
+                    let from_key = format!("git:{}@{}:{}", src.url, co.commit, src.subdir.as_deref().unwrap_or(""));
+                    return self.copy_step(idx, inst, name, &common, None, false, false, st, Some((co.context.clone(), from_key)));
                 }
                 let urls: Vec<&String> = a.common.sources.iter().filter(|s| crate::fetch::is_url(s)).collect();
                 if urls.is_empty() {
@@ -1123,7 +1129,17 @@ impl Build<'_> {
         };
         let mut items = copy::plan(&side, sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
         copy::hash_items(&mut items, ctx_for_hash)?;
-        let digest = copy::items_digest(&items);
+        let digest = match (&side, from_key.starts_with("git:")) {
+            // A kept `.git` differs on every checkout (index stamps, FETCH_HEAD); the commit in
+            // `from_key` stands for it, as BuildKit keys git sources by commit.
+            (SourceSide::Context(c), true) => {
+                let root = c.root();
+                let kept: Vec<copy::CopyItem> =
+                    items.iter().filter(|it| !it.host.strip_prefix(root).is_ok_and(|r| r.starts_with(".git"))).cloned().collect();
+                copy::items_digest(&kept)
+            }
+            _ => copy::items_digest(&items),
+        };
         let keyword = inst.kind.keyword();
         let mut kb = KeyBuilder::new(if keyword == "ADD" { "add" } else { "copy" });
         kb.parent(Some(&st.key))

@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod explain;
 pub mod fetch;
+pub mod git;
 pub mod glob;
 pub mod images;
 pub mod key;
