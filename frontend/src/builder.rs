@@ -341,11 +341,11 @@ impl Build {
         let _lease = store.lease()?;
         // Without an explicit compression a build that only names a local image stores its
         // layers as plain tars: nothing is compressed until the image leaves the store (`forge
-        // push`, `forge save`, a remote cache). A build that exports or pushes compresses as it
-        // goes (gzip), so the image it reports, tags and exports is one manifest. An inline
-        // cache names the pushed blobs in the config, which needs them compressed too.
+        // push`, `forge save`). A build that exports, pushes or writes a cache compresses as it
+        // goes (gzip), so the image it reports, tags, exports and caches is one manifest (and a
+        // store that imports the cache rebuilds exactly that manifest).
         let exports = self.push
-            || self.cache_to.iter().any(|c| c.kind == "inline")
+            || !self.cache_to.is_empty()
             || self.outputs.iter().any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. } | Output::Image { push: true, .. }));
         let compression = self
             .compression
