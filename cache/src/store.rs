@@ -150,6 +150,15 @@ impl Store {
             let p = self.dir(rel);
             fs::create_dir_all(&p).map_err(StoreError::io("create", &p))?;
         }
+        // Everything a build writes (overlay upper dirs, COPY staging, unpacked layers) is made
+        // under tmp/ and renamed into place. Marked as the top of unrelated hierarchies, ext4
+        // spreads those directories over block groups instead of packing them into tmp/'s own
+        // group, where inodes freed by the last prune or temp cleanup are still "recently
+        // deleted" and allocation must scan past them (measured: creating 3,000 files in a RUN
+        // took 2.7 s beside a fresh `rm -rf`, 0.8 s with the hint). Other filesystems ignore it.
+        for rel in [TMP, MOUNTS] {
+            fsutil::hint_top_dir(&self.dir(rel));
+        }
         if !marker.exists() {
             fsutil::atomic_write(
                 &self.tmp_dir(),

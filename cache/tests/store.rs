@@ -518,3 +518,35 @@ fn temp_dir_removal_never_enters_a_bind_mount_of_the_same_filesystem() {
         "FROM scratch\n"
     );
 }
+
+/// The inode flags of a directory, or None where the filesystem has none.
+fn inode_flags(dir: &std::path::Path) -> Option<libc::c_long> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir).unwrap();
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long through a valid pointer.
+    (unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } == 0).then_some(flags)
+}
+
+#[test]
+fn temp_area_is_a_top_directory_where_the_filesystem_has_the_flag() {
+    const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;
+    let (t, store) = store();
+    // Can this filesystem hold the flag at all? Try on a scratch directory.
+    let probe = t.path().join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    let supported = inode_flags(&probe).is_some_and(|f| {
+        use std::os::fd::AsRawFd;
+        let d = std::fs::File::open(&probe).unwrap();
+        let with = f | FS_TOPDIR_FL;
+        // SAFETY: as above.
+        let set = unsafe { libc::ioctl(d.as_raw_fd(), libc::FS_IOC_SETFLAGS, &with) } == 0;
+        set && inode_flags(&probe).is_some_and(|g| g & FS_TOPDIR_FL != 0)
+    });
+    if !supported {
+        eprintln!("SKIPPED: the filesystem under {} has no top-directory flag", t.path().display());
+        return;
+    }
+    let flags = inode_flags(&store.root().join("tmp")).unwrap();
+    assert_ne!(flags & FS_TOPDIR_FL, 0, "tmp/ is not marked as a top directory");
+}
