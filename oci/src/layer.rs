@@ -23,7 +23,7 @@ use crate::error::LayerError;
 use crate::pipe::CompressPipe;
 use crate::sys;
 use crate::tar_write::{Header, Kind, TarWriter};
-use crate::{Digest, HashingWriter};
+use crate::{Digest, Hasher};
 
 /// What kind of directory `write_layer` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -130,29 +130,29 @@ pub fn write_layer<W: Write>(
     b.finish()
 }
 
-/// Where the tar bytes go after the diff_id hasher: straight out for plain layers (whose digest
-/// is the diff_id), else through the compressor thread.
-enum BlobOut<W: Write> {
-    Plain(W),
-    Compressed(CompressPipe<W>),
+/// The tar stream's sink: counts it and hashes it into the diff_id, except for plain layers,
+/// where the pipe's worker thread hashes the bytes it passes through (the same bytes), so the
+/// caller's thread only reads files and builds headers.
+struct Sink<W: Write> {
+    /// The compressor (or, for plain layers, the hashing pass-through) on its worker thread.
+    inner: BufWriter<CompressPipe<W>>,
+    hasher: Option<Hasher>,
+    written: u64,
 }
 
-impl<W: Write> Write for BlobOut<W> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            BlobOut::Plain(w) => w.write(b),
-            BlobOut::Compressed(p) => p.write(b),
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
         }
+        self.written += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            BlobOut::Plain(w) => w.flush(),
-            BlobOut::Compressed(p) => p.flush(),
-        }
+        self.inner.flush()
     }
 }
-
-type Sink<W> = HashingWriter<BufWriter<BlobOut<W>>>;
 
 /// Builds a layer entry by entry, for layers assembled from pieces (COPY results, WORKDIR
 /// directories, whiteouts). The caller appends entries in the order they should appear;
@@ -227,11 +227,10 @@ impl<W: Write> LayerBuilder<W> {
         opts.compression
             .validate()
             .map_err(LayerError::Compression)?;
-        let blob = match opts.compression {
-            Compression::None => BlobOut::Plain(out),
-            c => BlobOut::Compressed(CompressPipe::new(c, out).map_err(LayerError::Stream)?),
-        };
-        let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, blob));
+        // Plain layers go through the pipe too: its worker hashes what it passes on.
+        let blob = CompressPipe::new(opts.compression, out).map_err(LayerError::Stream)?;
+        let hasher = (opts.compression != Compression::None).then(Hasher::new);
+        let sink = Sink { inner: BufWriter::with_capacity(256 * 1024, blob), hasher, written: 0 };
         Ok(LayerBuilder {
             tar: TarWriter::new(sink),
             compression: opts.compression,
@@ -586,13 +585,16 @@ impl<W: Write> LayerBuilder<W> {
     /// Ends the archive, flushes the compressor and returns the layer's description and `out`.
     pub fn finish(self) -> Result<(LayerInfo, W), LayerError> {
         let sink = self.tar.finish().map_err(LayerError::Stream)?;
-        let (diff_id, uncompressed_size, buffered) = sink.finish();
-        let blob = buffered
+        let (hasher, uncompressed_size) = (sink.hasher, sink.written);
+        let blob = sink
+            .inner
             .into_inner()
             .map_err(|e| LayerError::Stream(e.into_error()))?;
-        let (digest, size, mut out) = match blob {
-            BlobOut::Plain(w) => (diff_id.clone(), uncompressed_size, w),
-            BlobOut::Compressed(p) => p.finish().map_err(LayerError::Stream)?,
+        let (digest, size, mut out) = blob.finish().map_err(LayerError::Stream)?;
+        // Without compression the blob is the tar: its digest is the diff_id.
+        let diff_id = match hasher {
+            Some(h) => h.finish(),
+            None => digest.clone(),
         };
         out.flush().map_err(LayerError::Stream)?;
         let media_type = self.compression.media_type_oci().to_string();

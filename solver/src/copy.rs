@@ -5,6 +5,7 @@
 //! lands in the image), then keyed by what the items contain, then written into an empty
 //! staging directory that becomes both the layer tar and the overlay snapshot.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -500,14 +501,35 @@ pub fn set_mtime(p: &Path, t: (i64, i64)) -> io::Result<()> {
 /// Creates the parents of `dest` in `staging`, giving each the metadata it has in the image
 /// (or 0755 and `owner` when the image lacks it).
 pub(crate) fn ensure_parents(staging: &Path, dest: &str, view: &LayeredView, owner: (u32, u32), made: &mut Vec<(PathBuf, (i64, i64))>) -> io::Result<()> {
+    ensure_parents_known(staging, dest, view, owner, made, &mut HashSet::new())
+}
+
+/// [`ensure_parents`], skipping the directories in `known` (already there) and adding the ones
+/// it finds or makes: a COPY of 20,000 files checks each parent once, not once per file.
+fn ensure_parents_known(
+    staging: &Path,
+    dest: &str,
+    view: &LayeredView,
+    owner: (u32, u32),
+    made: &mut Vec<(PathBuf, (i64, i64))>,
+    known: &mut HashSet<String>,
+) -> io::Result<()> {
     let mut cur = String::new();
     let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
     for c in comps.iter().take(comps.len().saturating_sub(1)) {
         cur.push('/');
         cur.push_str(c);
-        let host = staging.join(&cur[1..]);
-        if std::fs::symlink_metadata(&host).is_ok() {
+        if known.contains(&cur) {
             continue;
+        }
+        known.insert(cur.clone());
+        let host = staging.join(&cur[1..]);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => continue,
+            // A symlink or file an earlier source put where this path needs a directory: the
+            // staging tree is on the host, so never write through it.
+            Ok(_) => std::fs::remove_file(&host)?,
+            Err(_) => {}
         }
         std::fs::create_dir(&host)?;
         match view.lookup(&cur, true) {
@@ -580,9 +602,10 @@ pub fn materialize_reusing(
         move |e: io::Error| SolveError::io(&p, e)
     };
     // Parents and directories first, sequentially; then files in parallel.
+    let mut known = HashSet::new();
     for it in items {
         let host = staging.join(it.dest.trim_start_matches('/'));
-        ensure_parents(staging, &it.dest, view, owner, &mut dir_times).map_err(io_err(&host))?;
+        ensure_parents_known(staging, &it.dest, view, owner, &mut dir_times, &mut known).map_err(io_err(&host))?;
         match it.kind {
             Kind::Dir => {
                 if it.dest == "/" {
@@ -596,11 +619,14 @@ pub fn materialize_reusing(
                     }
                     Err(_) => std::fs::create_dir(&host).map_err(io_err(&host))?,
                 }
+                known.insert(it.dest.clone());
                 std::fs::set_permissions(&host, std::fs::Permissions::from_mode(it.mode)).map_err(io_err(&host))?;
                 lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
                 dir_times.push((host, it.mtime));
             }
             Kind::Symlink => {
+                // A symlink may replace a directory a parent check saw.
+                known.remove(&it.dest);
                 let _ = std::fs::remove_file(&host);
                 std::os::unix::fs::symlink(it.link.as_deref().unwrap_or(""), &host).map_err(io_err(&host))?;
                 lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
@@ -611,18 +637,30 @@ pub fn materialize_reusing(
     }
     items.par_iter().filter(|it| it.kind == Kind::File).try_for_each(|it| -> Result<(), SolveError> {
         let host = staging.join(it.dest.trim_start_matches('/'));
-        if let Ok(m) = std::fs::symlink_metadata(&host) {
-            if m.is_dir() {
-                std::fs::remove_dir_all(&host).map_err(io_err(&host))?;
-            } else {
-                std::fs::remove_file(&host).map_err(io_err(&host))?;
+        let clear = |host: &Path| -> Result<(), SolveError> {
+            if let Ok(m) = std::fs::symlink_metadata(host) {
+                if m.is_dir() {
+                    std::fs::remove_dir_all(host).map_err(io_err(host))?;
+                } else {
+                    std::fs::remove_file(host).map_err(io_err(host))?;
+                }
             }
-        }
+            Ok(())
+        };
         if let Some(prev) = reusable(reuse, it) {
-            if std::fs::hard_link(&prev, &host).is_ok() {
-                return Ok(());
+            // Linking fails on an existing name: only then is there something to clear.
+            match std::fs::hard_link(&prev, &host) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    clear(&host)?;
+                    if std::fs::hard_link(&prev, &host).is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {}
             }
         }
+        clear(&host)?;
         std::fs::copy(&it.host, &host).map_err(io_err(&it.host))?;
         lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
         // chmod after chown: chown clears setuid bits.
