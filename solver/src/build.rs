@@ -259,6 +259,8 @@ pub struct Build<'a> {
     step_records: Mutex<Vec<StepRecord>>,
     /// Steps served by an imported cache: recorded locally once their blob is here.
     remote_hits: Mutex<Vec<(CacheKey, StepValue)>>,
+    /// Opaque-directory answers for the snapshots this build looks into.
+    opaque_memo: crate::layered::OpaqueMemo,
 }
 
 fn location(inst: &Instruction) -> Location {
@@ -407,22 +409,27 @@ pub fn build(
         image_cache: Mutex::new(HashMap::new()),
         step_records: Mutex::new(Vec::new()),
         remote_hits: Mutex::new(Vec::new()),
+        opaque_memo: crate::layered::OpaqueMemo::default(),
     };
     // A failure cancels the build's own token (killing running RUNs); the caller's token is
     // only watched, so a failed build leaves it usable (a retry with the same token works).
-    let done = std::sync::atomic::AtomicBool::new(false);
+    // The watcher polls every 20 ms and wakes at once when the build ends (its channel closes).
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let internal = &internal;
     std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                if cancel.is_cancelled() {
-                    internal.cancel();
-                    return;
+        s.spawn(move || loop {
+            match finished.recv_timeout(std::time::Duration::from_millis(20)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if cancel.is_cancelled() {
+                        internal.cancel();
+                        return;
+                    }
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                _ => return,
             }
         });
         let r = b.run_all();
-        done.store(true, Ordering::Relaxed);
+        drop(done);
         r
     })
 }
@@ -822,7 +829,7 @@ impl Build<'_> {
     }
 
     fn view(&self, st: &StageState) -> Result<LayeredView, SolveError> {
-        Ok(LayeredView::new(self.snapshots(st)?))
+        Ok(LayeredView::with_memo(self.snapshots(st)?, self.opaque_memo.clone()))
     }
 
     fn key_lock(&self, key: &CacheKey) -> Arc<Mutex<()>> {

@@ -5,7 +5,8 @@
 //! WORKDIR and USER lookups ask of an image without mounting anything: does a path exist, what
 //! is its metadata, what does a directory contain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::ffi::OsString;
 use std::fs::Metadata;
 use std::io;
@@ -17,6 +18,43 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Clone, Debug, Default)]
 pub struct LayeredView {
     layers: Vec<PathBuf>,
+    opaque: OpaqueMemo,
+}
+
+/// What was learnt about snapshot paths (their metadata, whether a directory is opaque),
+/// remembered: snapshots never change, and a build asks about the same paths of the same layers
+/// at every COPY, WORKDIR and USER step.
+#[derive(Clone, Debug, Default)]
+pub struct OpaqueMemo(Arc<Mutex<Memo>>);
+
+#[derive(Debug, Default)]
+struct Memo {
+    opaque: HashMap<PathBuf, bool>,
+    meta: HashMap<PathBuf, Option<Metadata>>,
+}
+
+impl OpaqueMemo {
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_opaque(&self, dir: &Path) -> bool {
+        if let Some(&o) = self.memo().opaque.get(dir) {
+            return o;
+        }
+        let o = is_opaque(dir);
+        self.memo().opaque.insert(dir.to_path_buf(), o);
+        o
+    }
+
+    fn symlink_metadata(&self, p: &Path) -> Option<Metadata> {
+        if let Some(m) = self.memo().meta.get(p) {
+            return m.clone();
+        }
+        let m = std::fs::symlink_metadata(p).ok();
+        self.memo().meta.insert(p.to_path_buf(), m.clone());
+        m
+    }
 }
 
 /// A resolved entry: the host path of its top-most copy and its metadata.
@@ -39,6 +77,10 @@ fn is_whiteout(meta: &Metadata) -> bool {
 }
 
 fn is_opaque(dir: &Path) -> bool {
+    // One call answers for the common case, a directory without extended attributes.
+    if !has_xattrs(dir) {
+        return false;
+    }
     for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
         if let Ok(v) = xattr_get(dir, name) {
             if v.as_deref() == Some(b"y".as_slice()) {
@@ -47,6 +89,15 @@ fn is_opaque(dir: &Path) -> bool {
         }
     }
     false
+}
+
+/// False only when `path` certainly has no extended attributes (errors answer true, so the
+/// caller still asks for the ones it needs).
+fn has_xattrs(path: &Path) -> bool {
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: a valid NUL-terminated path; a null buffer of size 0 asks only for the size.
+    let n = unsafe { libc::llistxattr(cpath.as_ptr(), std::ptr::null_mut(), 0) };
+    n != 0
 }
 
 fn xattr_get(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -73,7 +124,12 @@ const MAX_SYMLINKS: usize = 40;
 impl LayeredView {
     /// A view over `layers`, top-most first.
     pub fn new(layers: Vec<PathBuf>) -> LayeredView {
-        LayeredView { layers }
+        LayeredView { layers, opaque: OpaqueMemo::default() }
+    }
+
+    /// A view over immutable snapshots sharing `memo` with other views of the same build.
+    pub fn with_memo(layers: Vec<PathBuf>, memo: OpaqueMemo) -> LayeredView {
+        LayeredView { layers, opaque: memo }
     }
 
     pub fn layers(&self) -> &[PathBuf] {
@@ -86,7 +142,7 @@ impl LayeredView {
         let mut dirs = Vec::new();
         for l in &self.layers {
             dirs.push(l.clone());
-            if is_opaque(l) {
+            if self.opaque.is_opaque(l) {
                 break;
             }
         }
@@ -98,14 +154,14 @@ impl LayeredView {
         let mut found: Option<Entry> = None;
         for d in &dir.dirs {
             let p = d.join(name);
-            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            let Some(meta) = self.opaque.symlink_metadata(&p) else { continue };
             match &mut found {
                 None => {
                     if is_whiteout(&meta) {
                         return None;
                     }
                     let is_dir = meta.is_dir();
-                    let opaque = is_dir && is_opaque(&p);
+                    let opaque = is_dir && self.opaque.is_opaque(&p);
                     found = Some(Entry { host: p.clone(), meta, dirs: if is_dir { vec![p] } else { vec![] } });
                     if !is_dir || opaque {
                         break;
@@ -116,7 +172,7 @@ impl LayeredView {
                     if !meta.is_dir() {
                         break;
                     }
-                    let opaque = is_opaque(&p);
+                    let opaque = self.opaque.is_opaque(&p);
                     e.dirs.push(p);
                     if opaque {
                         break;
