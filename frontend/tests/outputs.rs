@@ -460,3 +460,33 @@ fn local_builds_stay_uncompressed_until_the_image_leaves_the_store() {
     h.ok(&["load", "-i", again.to_str().unwrap()]);
     assert_eq!(h.inspect("plain:1")["ManifestDigest"], back["ManifestDigest"]);
 }
+
+/// `forge push` of an image built for the local store only: its plain-tar layers are
+/// compressed on the way out (gzip), the pushed manifest is what the command prints, a second
+/// push sends the same manifest (the compressed blobs are remembered), and a store that pulls
+/// it gets gzip layers, the same image ID, and an image that runs.
+#[test]
+fn push_compresses_a_local_only_image() {
+    let Some((f, ctx)) = setup() else { return };
+    let Some(reg) = Registry::start(None) else { return };
+    f.build(ctx.path(), &["-t", "local:1"]);
+    let local = f.inspect("local:1");
+    let dest = format!("{}/forge/local:1", reg.host());
+    let first = f.ok(&["push", "local:1", &dest]).stdout.trim().to_string();
+    let (_, pushed_digest) = first.rsplit_once('@').unwrap_or_else(|| panic!("push printed {first:?}"));
+    assert_ne!(pushed_digest, local["ManifestDigest"].as_str().unwrap(), "the pushed manifest names compressed layers");
+    let second = f.ok(&["push", "local:1", &dest]).stdout.trim().to_string();
+    assert_eq!(second, first, "a second push sends the same manifest");
+
+    let g = Forge::new();
+    g.ok(&["pull", &dest]);
+    let pulled = g.inspect(&dest);
+    assert_eq!(pulled["ManifestDigest"].as_str().unwrap(), pushed_digest);
+    assert_eq!(pulled["Id"], local["Id"], "same config, same image ID");
+    let layers = pulled["Manifest"]["layers"].as_array().unwrap();
+    assert!(
+        layers.iter().all(|l| l["mediaType"].as_str().unwrap().contains("gzip")),
+        "{layers:?}"
+    );
+    assert_eq!(g.ok(&["run", "--rm", &dest]).stdout, "hello from forge\n");
+}
