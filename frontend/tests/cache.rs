@@ -49,18 +49,8 @@ fn first_build(f: &Forge, ctx: &TempDir) -> String {
 }
 
 fn read_rootfs_file(f: &Forge, ctx: &TempDir, args: &[&str], path: &str) -> String {
-    let dest = f.scratch(&format!(
-        "rootfs-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let out = format!("type=local,dest={}", dest.display());
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["-o", &out]);
-    f.build(ctx.path(), &all);
-    std::fs::read_to_string(dest.join(path)).unwrap()
+    let (_, dir) = build_rootfs(f, ctx.path(), args);
+    read(&dir, path)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use common::*;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const DOCKERFILE: &str = r#"FROM busybox:local
@@ -32,15 +32,6 @@ fn app_context() -> TempDir {
         ("early.txt", "early\n"),
         ("late.txt", "late v1\n"),
     ])
-}
-
-/// Builds with an extra `-o type=local` output and returns (build, rootfs dir).
-fn build_with_rootfs(f: &Forge, ctx: &Path, name: &str, args: &[&str]) -> (Build, PathBuf) {
-    let dest = f.scratch(name);
-    let o = format!("type=local,dest={}", dest.display());
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["-o", &o]);
-    (f.build(ctx, &all), dest)
 }
 
 fn read(p: &Path) -> String {
@@ -117,20 +108,10 @@ fn two_store_round_trip(cache_to: &str, cache_from: &str) {
     let b = Forge::with_base().unwrap();
     let ctx = app_context();
 
-    let (ba, rootfs_a) = build_with_rootfs(
-        &a,
-        ctx.path(),
-        "a",
-        &["-t", "app:1", "--cache-to", cache_to],
-    );
+    let (ba, rootfs_a) = build_rootfs(&a, ctx.path(), &["-t", "app:1", "--cache-to", cache_to]);
     assert_eq!(ba.progress.ran(), ALL, "store A is cold\n{}", ba.out.stderr);
 
-    let (bb, rootfs_b) = build_with_rootfs(
-        &b,
-        ctx.path(),
-        "b",
-        &["-t", "app:1", "--cache-from", cache_from],
-    );
+    let (bb, rootfs_b) = build_rootfs(&b, ctx.path(), &["-t", "app:1", "--cache-from", cache_from]);
     assert!(
         bb.progress.ran().is_empty(),
         "store B ran {:?} despite the imported cache\n{}",
@@ -161,12 +142,7 @@ fn two_store_round_trip(cache_to: &str, cache_from: &str) {
     // A change to the late COPY source: a third, empty store reruns only what follows it.
     let c = Forge::with_base().unwrap();
     write_files(ctx.path(), &[("late.txt", "late v2\n")]);
-    let (bc, rootfs_c) = build_with_rootfs(
-        &c,
-        ctx.path(),
-        "c",
-        &["-t", "app:1", "--cache-from", cache_from],
-    );
+    let (bc, rootfs_c) = build_rootfs(&c, ctx.path(), &["-t", "app:1", "--cache-from", cache_from]);
     assert_eq!(
         bc.progress.ran(),
         [COPY_LATE, RUN_LATE],
@@ -195,7 +171,9 @@ fn local_cache_two_stores() {
 
 #[test]
 fn registry_cache_two_stores() {
-    let Some(reg) = Registry::start(None) else { return };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
     let r = format!("{}/forge/app:buildcache", reg.host());
     two_store_round_trip(
         &format!("type=registry,ref={r},mode=max"),
@@ -205,7 +183,9 @@ fn registry_cache_two_stores() {
 
 #[test]
 fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
-    let Some(reg) = Registry::start(None) else { return };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
     let Some(a) = Forge::with_base() else { return };
     let ctx = app_context();
     let r = format!("{}/forge/shape:cache", reg.host());
@@ -250,22 +230,22 @@ fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
 
 #[test]
 fn inline_cache_in_the_pushed_image() {
-    let Some(reg) = Registry::start(None) else { return };
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
     let Some(a) = Forge::with_base() else { return };
     let b = Forge::with_base().unwrap();
     let ctx = app_context();
     let img = format!("{}/forge/inline:1", reg.host());
-    let (ba, rootfs_a) = build_with_rootfs(
+    let (ba, rootfs_a) = build_rootfs(
         &a,
         ctx.path(),
-        "a",
         &["-t", &img, "--push", "--cache-to", "type=inline"],
     );
     assert_eq!(ba.progress.ran(), ALL);
-    let (bb, rootfs_b) = build_with_rootfs(
+    let (bb, rootfs_b) = build_rootfs(
         &b,
         ctx.path(),
-        "b",
         &[
             "-t",
             "x:1",
@@ -319,10 +299,9 @@ fn layers_nobody_needs_are_not_fetched() {
     )]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (ba, rootfs_a) = build_with_rootfs(
+    let (ba, rootfs_a) = build_rootfs(
         &a,
         ctx.path(),
-        "a",
         &[
             "--cache-to",
             &format!("type=local,dest={},mode=max", d.display()),
@@ -339,10 +318,9 @@ fn layers_nobody_needs_are_not_fetched() {
     let tools = layers.iter().max_by_key(|l| l.1).unwrap().0.clone();
 
     let before = store_blobs(&b);
-    let (bb, rootfs_b) = build_with_rootfs(
+    let (bb, rootfs_b) = build_rootfs(
         &b,
         ctx.path(),
-        "b",
         &["--cache-from", &format!("type=local,src={}", d.display())],
     );
     assert!(bb.progress.ran().is_empty(), "{}", bb.out.stderr);
@@ -395,10 +373,9 @@ fn corrupted_cache_never_fails_a_build() {
     let ctx = app_context();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (_, rootfs_a) = build_with_rootfs(
+    let (_, rootfs_a) = build_rootfs(
         &a,
         ctx.path(),
-        "a",
         &["--cache-to", &format!("type=local,dest={}", d.display())],
     );
 
@@ -408,10 +385,9 @@ fn corrupted_cache_never_fails_a_build() {
     let p = d.join("blobs/sha256").join(&victim.0);
     std::fs::write(&p, vec![0u8; victim.1 as usize]).unwrap();
     let b = Forge::with_base().unwrap();
-    let (bb, rootfs_b) = build_with_rootfs(
+    let (bb, rootfs_b) = build_rootfs(
         &b,
         ctx.path(),
-        "b",
         &["--cache-from", &format!("type=local,src={}", d.display())],
     );
     let w = warnings(&bb);
@@ -487,16 +463,14 @@ fn umask_of_the_checkout_does_not_change_keys() {
     let c002 = checkout(0o002, 1_700_000_000);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (ba, rootfs_a) = build_with_rootfs(
+    let (ba, rootfs_a) = build_rootfs(
         &a,
         c022.path(),
-        "a",
         &["--cache-to", &format!("type=local,dest={}", d.display())],
     );
-    let (bb, rootfs_b) = build_with_rootfs(
+    let (bb, rootfs_b) = build_rootfs(
         &b,
         c002.path(),
-        "b",
         &["--cache-from", &format!("type=local,src={}", d.display())],
     );
     assert!(
@@ -509,7 +483,7 @@ fn umask_of_the_checkout_does_not_change_keys() {
     assert_eq!(read(&rootfs_b.join("stamp")), read(&rootfs_a.join("stamp")));
     // A cold build of the 002 checkout writes what a umask-022 checkout gives.
     let c = Forge::with_base().unwrap();
-    let (_, rootfs_c) = build_with_rootfs(&c, c002.path(), "c", &[] as &[&str]);
+    let (_, rootfs_c) = build_rootfs(&c, c002.path(), &[] as &[&str]);
     let mode = |p: &str| {
         std::fs::metadata(rootfs_c.join(p))
             .unwrap()
@@ -536,10 +510,9 @@ fn zstd_cache_layers_import() {
     let ctx = app_context();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("cache");
-    let (_, rootfs_a) = build_with_rootfs(
+    let (_, rootfs_a) = build_rootfs(
         &a,
         ctx.path(),
-        "a",
         &[
             "--cache-to",
             &format!("type=local,dest={},compression=zstd", d.display()),
@@ -566,10 +539,9 @@ fn zstd_cache_layers_import() {
             .all(|t| *t == "application/vnd.oci.image.layer.v1.tar+zstd"),
         "{types:?}"
     );
-    let (bb, rootfs_b) = build_with_rootfs(
+    let (bb, rootfs_b) = build_rootfs(
         &b,
         ctx.path(),
-        "b",
         &["--cache-from", &format!("type=local,src={}", d.display())],
     );
     assert!(bb.progress.ran().is_empty(), "{}", bb.out.stderr);
