@@ -28,11 +28,16 @@ fn codec_name(c: Compression) -> String {
 }
 
 impl Store {
-    /// `layer` (a plain tar blob in this store) as a blob compressed with `c`; `docker_types`
-    /// picks Docker's media type instead of OCI's. Layers that are already compressed, and
-    /// `c == Compression::None`, come back unchanged.
+    /// `layer` (a blob in this store) as a blob compressed with `c` (same diff_id);
+    /// `docker_types` picks Docker's media type instead of OCI's. A layer already in `c`'s codec
+    /// (levels aside), and a blob that is not a layer, come back unchanged. A plain tar is
+    /// checked against its digest while it is compressed; another codec is decoded first. The
+    /// result is remembered per source blob and codec.
     pub fn compressed_layer(&self, layer: &Descriptor, c: Compression, docker_types: bool) -> Result<Descriptor, StoreError> {
-        if !is_plain_layer(layer) || c == Compression::None {
+        let Some(have) = Compression::from_media_type(&layer.media_type) else {
+            return Ok(layer.clone());
+        };
+        if std::mem::discriminant(&have) == std::mem::discriminant(&c) {
             return Ok(layer.clone());
         }
         let media_type = if docker_types { c.media_type_docker() } else { c.media_type_oci() };
@@ -44,12 +49,17 @@ impl Store {
                 }
             }
         }
-        let src = self.open_blob(&layer.digest)?;
+        let src = BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
         let path = self.blob_path(&layer.digest);
         let w = self.blob_writer()?;
         let mut enc = c.encoder(w).map_err(StoreError::io("compress", &path))?;
-        copy_verified(BufReader::with_capacity(1 << 20, src), &mut enc, &layer.digest)
-            .map_err(StoreError::io("compress", &path))?;
+        match have {
+            Compression::None => copy_verified(src, &mut enc, &layer.digest),
+            _ => forge_oci::decompress(src)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+                .and_then(|mut r| io::copy(&mut r, &mut enc).map(|_| ())),
+        }
+        .map_err(StoreError::io("compress", &path))?;
         let w = enc.finish().map_err(StoreError::io("compress", &path))?;
         let (digest, size) = w.commit(None)?;
         let d = Descriptor::new(media_type, digest, size);

@@ -8,7 +8,7 @@
 //! is *poisoned*: the build is retried with the records that use it ignored, so a bad cache
 //! costs time but never fails a build.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -375,34 +375,11 @@ fn recompress(
     wanted: Option<Compression>,
 ) -> Result<(), Error> {
     let c = wanted.unwrap_or_default();
-    let mut done: BTreeMap<Digest, Descriptor> = BTreeMap::new();
     for (_, e) in entries.iter_mut() {
         let Some(l) = e.layer.as_mut() else { continue };
-        if !store.has_blob(&l.blob.digest) {
-            continue;
-        }
-        if forge_cache::is_plain_layer(&l.blob) {
+        if store.has_blob(&l.blob.digest) && (wanted.is_some() || forge_cache::is_plain_layer(&l.blob)) {
             l.blob = store.compressed_layer(&l.blob, c, false)?;
-            continue;
         }
-        if wanted.is_none() || l.blob.media_type == c.media_type_oci() {
-            continue;
-        }
-        if let Some(d) = done.get(&l.blob.digest) {
-            l.blob = d.clone();
-            continue;
-        }
-        let src = store.open_blob(&l.blob.digest)?;
-        let mut r = forge_oci::decompress(src)
-            .map_err(|e| Error::Usage(format!("cache layer {}: {e}", l.blob.digest)))?;
-        let w = store.blob_writer()?;
-        let mut enc = c.encoder(w).map_err(|e| Error::io(store.root(), e))?;
-        std::io::copy(&mut r, &mut enc).map_err(|e| Error::io(store.root(), e))?;
-        let w = enc.finish().map_err(|e| Error::io(store.root(), e))?;
-        let (digest, size) = w.commit(None)?;
-        let d = Descriptor::new(c.media_type_oci(), digest, size);
-        done.insert(l.blob.digest.clone(), d.clone());
-        l.blob = d;
     }
     Ok(())
 }

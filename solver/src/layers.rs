@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use forge_cache::{SnapshotError, Store};
-use forge_oci::apply::{apply_layer, decompress, ApplyMode, ApplyOptions};
+use forge_oci::apply::{apply_layer, ApplyMode, ApplyOptions};
 use forge_oci::image::{media, to_canonical_json};
 use forge_oci::layer::{write_layer, LayerOptions, SourceKind};
 use forge_oci::{Compression, Descriptor, Digest, ImageConfig, Manifest};
@@ -48,26 +48,11 @@ pub fn commit_tree(store: &Store, dir: &Path, _kind: SourceKind, opts: &LayerOpt
     Ok(Layer { diff_id: info.diff_id, blob: Descriptor::new(info.media_type, digest, size) })
 }
 
-/// Whether two compressions are the same codec (levels aside).
-fn same_codec(a: Compression, b: Compression) -> bool {
-    std::mem::discriminant(&a) == std::mem::discriminant(&b)
-}
-
 /// The layer as a blob compressed with `want`: itself when it already is, else a recompressed
 /// copy (same diff_id, new blob). Cached layers made under another setting go through here.
 pub fn with_compression(store: &Store, layer: &Layer, want: Compression) -> Result<Layer, SolveError> {
-    let have = Compression::from_media_type(&layer.blob.media_type);
-    if have.map(|h| same_codec(h, want)).unwrap_or(true) {
-        return Ok(layer.clone());
-    }
-    let err = |e: std::io::Error| SolveError::Layer(format!("recompressing layer {}: {e}", layer.blob.digest));
-    let blob = store.open_blob(&layer.blob.digest)?;
-    let mut plain = decompress(std::io::BufReader::new(blob)).map_err(|e| SolveError::Layer(e.to_string()))?;
-    let mut enc = want.encoder(store.blob_writer()?).map_err(err)?;
-    std::io::copy(&mut plain, &mut enc).map_err(err)?;
-    let w = enc.finish().map_err(err)?;
-    let (digest, size) = w.commit(None)?;
-    Ok(Layer { diff_id: layer.diff_id.clone(), blob: Descriptor::new(want.media_type_oci(), digest, size) })
+    let blob = store.compressed_layer(&layer.blob, want, false)?;
+    Ok(Layer { diff_id: layer.diff_id.clone(), blob })
 }
 
 /// Stores the config and an OCI manifest for an image; returns the manifest's digest and size,
