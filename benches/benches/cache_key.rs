@@ -11,8 +11,8 @@ use divan::counter::ItemsCount;
 use divan::Bencher;
 use forge_benches::{fixture, Tree, TreeSpec};
 use forge_parser::Span;
-use forge_solver::context::{Context, Ignore, Kind, StatCache};
-use forge_solver::copy::{self, CopyFlags, CopyItem, SourceSide};
+use forge_solver::context::{Context, Ignore, Kind};
+use forge_solver::copy::{self, CopyFlags, CopyPlan, SourceSide};
 use forge_solver::key::{CacheKey, KeyBuilder};
 use forge_solver::layered::LayeredView;
 use forge_solver::Location;
@@ -32,9 +32,9 @@ fn loc() -> Location {
     }
 }
 
-fn plan(ctx: &Context) -> Vec<CopyItem> {
+fn plan(ctx: &Context) -> CopyPlan<'_> {
     let dest = LayeredView::new(Vec::new());
-    copy::plan(
+    copy::plan_copy(
         &SourceSide::Context(ctx),
         &[".".to_string()],
         ".",
@@ -49,8 +49,8 @@ fn plan(ctx: &Context) -> Vec<CopyItem> {
 /// Everything `copy_step` does before the cache lookup.
 fn key_of(ctx: &Context) -> CacheKey {
     let mut items = plan(ctx);
-    copy::hash_items(&mut items, Some(ctx)).expect("hash");
-    let digest = copy::items_digest(&items);
+    items.hash(Some(ctx)).expect("hash");
+    let digest = items.digest(&|_| true).expect("digest");
     let mut kb = KeyBuilder::new("copy");
     kb.parent(Some(&CacheKey([7; 32])))
         .str("from", "context")
@@ -65,17 +65,16 @@ fn key_of(ctx: &Context) -> CacheKey {
 }
 
 fn persisted(t: &Tree) -> Vec<u8> {
-    let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
+    let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
     key_of(&ctx);
-    let bytes = ctx.stat_cache().encode();
-    bytes
+    ctx.stat_cache_bytes()
 }
 
 #[divan::bench(sample_count = 5, sample_size = 1)]
 fn cold(bencher: Bencher) {
     let t = tree();
     bencher.counter(ItemsCount::new(t.files)).bench(|| {
-        let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
+        let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
         key_of(&ctx)
     });
 }
@@ -84,9 +83,10 @@ fn cold(bencher: Bencher) {
 fn warm(bencher: Bencher) {
     let t = tree();
     let bytes = persisted(&t);
-    let want = key_of(&Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk"));
+    let want = key_of(&Context::walk(&t.root, Ignore::none()).expect("walk"));
     bencher.counter(ItemsCount::new(t.files)).bench(|| {
-        let ctx = Context::walk(&t.root, Ignore::none(), StatCache::decode(&bytes)).expect("walk");
+        let mut ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
+        ctx.load_stat_cache(&bytes[..]);
         let k = key_of(&ctx);
         assert!(k == want, "the warm key must equal the cold key");
         k
@@ -96,12 +96,15 @@ fn warm(bencher: Bencher) {
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn warm_one_changed(bencher: Bencher) {
     let t = tree();
-    let mut cache = StatCache::decode(&persisted(&t));
+    let mut ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
+    key_of(&ctx);
     let victim = "src/pkg07/mod03/file042.txt";
-    cache.retain_paths(|p| p != victim);
-    let bytes = cache.encode();
+    assert!(ctx.get(victim).is_some(), "{victim} is in the tree");
+    ctx.forget_hash(victim);
+    let bytes = ctx.stat_cache_bytes();
     bencher.counter(ItemsCount::new(t.files)).bench(|| {
-        let ctx = Context::walk(&t.root, Ignore::none(), StatCache::decode(&bytes)).expect("walk");
+        let mut ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
+        ctx.load_stat_cache(&bytes[..]);
         key_of(&ctx)
     });
 }
@@ -109,17 +112,17 @@ fn warm_one_changed(bencher: Bencher) {
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn plan_only(bencher: Bencher) {
     let t = tree();
-    let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
+    let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
     bencher
         .counter(ItemsCount::new(t.files))
-        .bench(|| plan(&ctx).len());
+        .bench(|| plan(&ctx).into_items().expect("items").len());
 }
 
 #[divan::bench(sample_count = 20)]
 fn digest_only(bencher: Bencher) {
     let t = tree();
-    let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
-    let mut items = plan(&ctx);
+    let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
+    let mut items = plan(&ctx).into_items().expect("items");
     copy::hash_items(&mut items, Some(&ctx)).expect("hash");
     assert!(items
         .iter()

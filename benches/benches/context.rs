@@ -6,7 +6,7 @@
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
 use forge_benches::{fixture, fixture_file, Tree, TreeSpec};
-use forge_solver::context::{hash_file, Context, Ignore, Kind, StatCache};
+use forge_solver::context::{hash_file, Context, Ignore, Kind};
 
 fn main() {
     divan::main();
@@ -31,7 +31,7 @@ fn walk_tree(bencher: Bencher) {
     let t = tree();
     bencher
         .counter(ItemsCount::new(t.files))
-        .bench(|| Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk"));
+        .bench(|| Context::walk(&t.root, Ignore::none()).expect("walk"));
 }
 
 fn hash_all(ctx: &Context) -> usize {
@@ -50,44 +50,46 @@ fn hash_all(ctx: &Context) -> usize {
 fn tree_cold_sequential(bencher: Bencher) {
     let t = tree();
     bencher.counter(BytesCount::new(t.bytes)).bench(|| {
-        let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
+        let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
         hash_all(&ctx)
     });
 }
 
 fn warm_cache_bytes(t: &Tree) -> Vec<u8> {
-    let ctx = Context::walk(&t.root, Ignore::none(), StatCache::default()).expect("walk");
+    let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
     hash_all(&ctx);
-    let bytes = ctx.stat_cache().encode();
-    bytes
+    ctx.stat_cache_bytes()
 }
 
-/// Decode the persisted stat cache + walk + look every file up (a no-op rebuild's context work).
+/// Walk + merge the persisted stat cache + look every file up (a no-op rebuild's context work).
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn tree_warm(bencher: Bencher) {
     let t = tree();
     let persisted = warm_cache_bytes(&t);
     bencher.counter(ItemsCount::new(t.files)).bench(|| {
-        let ctx =
-            Context::walk(&t.root, Ignore::none(), StatCache::decode(&persisted)).expect("walk");
+        let mut ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
+        assert!(ctx.load_stat_cache(&persisted[..]));
         hash_all(&ctx)
     });
 }
 
-/// Stat-cache persistence of 20,000 entries: decode and encode.
+/// Stat-cache persistence of 20,000 entries: merging it into a walked index, and writing it.
 #[divan::bench(sample_count = 20)]
-fn stat_cache_decode(bencher: Bencher) {
-    let persisted = warm_cache_bytes(&tree());
+fn stat_cache_load(bencher: Bencher) {
+    let t = tree();
+    let persisted = warm_cache_bytes(&t);
     bencher
         .counter(BytesCount::new(persisted.len()))
-        .bench(|| StatCache::decode(&persisted));
+        .with_inputs(|| Context::walk(&t.root, Ignore::none()).expect("walk"))
+        .bench_local_values(|mut ctx| ctx.load_stat_cache(&persisted[..]));
 }
 
 #[divan::bench(sample_count = 20)]
-fn stat_cache_encode(bencher: Bencher) {
+fn stat_cache_write(bencher: Bencher) {
     let t = tree();
-    let cache = StatCache::decode(&warm_cache_bytes(&t));
+    let ctx = Context::walk(&t.root, Ignore::none()).expect("walk");
+    hash_all(&ctx);
     bencher
         .counter(ItemsCount::new(t.files))
-        .bench(|| cache.encode());
+        .bench(|| ctx.stat_cache_bytes());
 }

@@ -114,11 +114,22 @@ pub(crate) fn atomic_write(
     bytes: &[u8],
     sync: bool,
 ) -> io::Result<()> {
+    atomic_write_with(tmp_dir, dest, sync, &mut |f| f.write_all(bytes))
+}
+
+/// [`atomic_write`] of whatever `write` produces: a temp file renamed over `dest` once
+/// complete, so readers see the old file or the whole new one.
+pub(crate) fn atomic_write_with(
+    tmp_dir: &Path,
+    dest: &Path,
+    sync: bool,
+    write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = tmp_dir.join(temp_name("write"));
     let result = (|| {
         let mut f = create_new(&tmp)?;
         crate::lock::try_lock_file(&f, true)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
         if sync {
             f.sync_all()?;
         }

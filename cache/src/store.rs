@@ -349,6 +349,22 @@ impl Store {
             .map_err(StoreError::io("write state", &p))
     }
 
+    /// [`Store::write_state`] of what `write` streams out, for state too large to assemble.
+    pub fn write_state_with(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> Result<(), StoreError> {
+        let p = self.state_path(name);
+        fsutil::atomic_write_with(&self.tmp_dir(), &p, self.durable(), write).map_err(StoreError::io("write state", &p))
+    }
+
+    /// Opens the named state file for streaming; `None` when it was never written.
+    pub fn open_state(&self, name: &str) -> Result<Option<fs::File>, StoreError> {
+        let p = self.state_path(name);
+        match fs::File::open(&p) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read state", &p)(e)),
+        }
+    }
+
     /// Reads the named state file; `None` when it was never written.
     pub fn read_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let p = self.state_path(name);

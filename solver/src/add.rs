@@ -7,7 +7,7 @@ use std::path::Path;
 use forge_oci::apply::{apply_layer, ApplyMode, ApplyOptions};
 
 use crate::context::Kind;
-use crate::copy::{self, CopyItem};
+use crate::copy::{self, CopyItem, CopyPlan};
 use crate::error::{Location, SolveError};
 use crate::layered::LayeredView;
 
@@ -97,23 +97,29 @@ fn open_archive(path: &Path, kind: ArchiveKind) -> std::io::Result<Box<dyn Read>
 /// Like [`copy::materialize`], but top-level archive files are unpacked into their destination
 /// directory.
 pub fn materialize_with_unpack(
-    items: &[CopyItem],
+    plan: &CopyPlan<'_>,
     staging: &Path,
     view: &LayeredView,
     owner: (u32, u32),
     loc: &Location,
 ) -> Result<(), SolveError> {
-    let (archives, plain): (Vec<&CopyItem>, Vec<&CopyItem>) =
-        items.iter().partition(|it| it.top && it.kind == Kind::File && detect(&it.host).is_some());
-    let plain: Vec<CopyItem> = plain.into_iter().cloned().collect();
-    copy::materialize(&plain, staging, view, owner)?;
-    for it in archives {
-        let kind = detect(&it.host).ok_or_else(|| SolveError::step(loc, "archive vanished while building"))?;
+    let mut archives = Vec::new();
+    plan.for_each(&mut |it| {
+        if it.top && it.kind == Kind::File && detect(&it.host()).is_some() {
+            archives.push(it.clone());
+        }
+        Ok(())
+    })?;
+    let is_archive = |it: &CopyItem| it.top && archives.iter().any(|a| a.dest == it.dest && a.label == it.label);
+    copy::materialize_reusing(plan, staging, view, owner, None, &|it| !is_archive(it))?;
+    for it in &archives {
+        let host = it.host();
+        let kind = detect(&host).ok_or_else(|| SolveError::step(loc, "archive vanished while building"))?;
         // `ADD a.tar.gz /dir/` unpacks into /dir; `ADD a.tar /x` unpacks into /x.
-        let base = it.host.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let base = host.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let dest_dir = match it.dest.rsplit_once('/') {
             Some((parent, name)) if name == base => if parent.is_empty() { "/".to_string() } else { parent.to_string() },
-            _ => it.dest.clone(),
+            _ => it.dest.to_string(),
         };
         let target = staging.join(dest_dir.trim_start_matches('/'));
         // The destination and its missing parents are made as BuildKit's MkdirAll does: 0755
@@ -121,7 +127,7 @@ pub fn materialize_with_unpack(
         let mut made = Vec::new();
         let probe = format!("{}/-", dest_dir.trim_end_matches('/'));
         copy::ensure_parents(staging, &probe, view, owner, &mut made).map_err(|e| SolveError::io(&target, e))?;
-        let r = open_archive(&it.host, kind).map_err(|e| SolveError::io(&it.host, e))?;
+        let r = open_archive(&host, kind).map_err(|e| SolveError::io(&host, e))?;
         apply_layer(r, &target, &ApplyOptions::new(ApplyMode::Merged)).map_err(|e| SolveError::Step {
             location: loc.clone(),
             message: format!("cannot unpack {}: {e}", it.label),

@@ -18,7 +18,7 @@ use forge_sandbox::{CancelToken, Sandbox};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, apply_metadata, clean_abs, get_env, join_workdir, shell_of};
-use crate::context::{Context, Ignore, StatCache};
+use crate::context::{Context, Ignore};
 use crate::copy::{self, CopyFlags, SourceSide};
 use crate::error::{Location, SolveError};
 use crate::event::{Event, EventSink, LogStream};
@@ -498,31 +498,29 @@ impl Build<'_> {
     fn stat_cache_name(&self) -> String {
         let abs = &self.context_abs;
         let h = blake3::hash(abs.as_os_str().as_encoded_bytes());
-        format!("statcache-v1-{}", &h.to_hex()[..24])
+        format!("statcache-v2-{}", &h.to_hex()[..24])
     }
 
     fn save_stat_cache(&self, ctx: &Context) {
-        let mut sc = ctx.stat_cache();
-        if sc.is_dirty() {
-            let entries = ctx.entries();
-            sc.retain_paths(|p| entries.contains_key(p));
+        if ctx.stat_cache_dirty() {
             // A lost stat cache only costs rehashing; never fail a build over it.
-            let _ = self.store.write_state(&self.stat_cache_name(), &sc.encode());
+            let name = self.stat_cache_name();
+            let _ = self.store.write_state_with(&name, &mut |w| ctx.write_stat_cache(w));
+            // The first format, keyed the same way, is superseded.
+            let _ = std::fs::remove_file(self.store.state_path(&name.replace("statcache-v2-", "statcache-v1-")));
         }
     }
 
     fn context(&self) -> Result<Arc<Context>, SolveError> {
         let r = self.context.get_or_init(|| {
             let ignore = Ignore::load(&self.opts.context, self.opts.dockerfile_path.as_deref()).map_err(|e| e.to_string())?;
-            // The persisted stat cache decodes while the context is walked.
-            let (sc, walked) = rayon::join(
-                || match self.store.read_state(&self.stat_cache_name()) {
-                    Ok(Some(bytes)) => StatCache::decode(&bytes),
-                    _ => StatCache::default(),
-                },
-                || Context::walk(&self.opts.context, ignore, StatCache::default()),
-            );
-            walked.map(|c| Arc::new(c.with_stat_cache(sc))).map_err(|e| e.to_string())
+            let mut ctx = Context::walk(&self.opts.context, ignore).map_err(|e| e.to_string())?;
+            // The persisted stat cache streams into the index; a missing or unreadable one
+            // only means reading the files.
+            if let Ok(Some(f)) = self.store.open_state(&self.stat_cache_name()) {
+                ctx.load_stat_cache(f);
+            }
+            Ok(Arc::new(ctx))
         });
         r.clone().map_err(|m| SolveError::Context { path: self.opts.context.clone(), message: m })
     }
@@ -532,7 +530,7 @@ impl Build<'_> {
         if let Some(c) = g.get(name) {
             return Ok(c.clone());
         }
-        let c = Arc::new(Context::walk(dir, Ignore::load(dir, None)?, StatCache::default())?);
+        let c = Arc::new(Context::walk(dir, Ignore::load(dir, None)?)?);
         g.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -878,28 +876,35 @@ impl Build<'_> {
     }
 
     /// Tells why a step missed, from what was remembered of its last run (`--explain`).
-    fn explain_miss(&self, idx: usize, inst: &Instruction, id: usize, now: &StepMemory) {
+    fn explain_miss(&self, idx: usize, inst: &Instruction, id: usize, now: &Memory<'_>) {
         if !self.opts.explain {
             return;
         }
+        let now = now.assemble();
         let name = self.memory_name(idx, inst);
         let prev: Option<StepMemory> =
             self.store.read_state(&name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok());
-        let reason = explain::explain(prev.as_ref(), now, self.no_cache_for(idx));
+        let reason = explain::explain(prev.as_ref(), &now, self.no_cache_for(idx));
         self.emit(Event::Explain { id, reason });
     }
 
     /// Remembers a step's key fields for `--explain` and for reusing its files later. A small
     /// key file decides whether the full memory needs rewriting, so cache hits stay cheap.
-    fn remember(&self, idx: usize, inst: &Instruction, now: &StepMemory) {
+    fn remember(&self, idx: usize, inst: &Instruction, now: &Memory<'_>) {
         let name = self.memory_name(idx, inst);
         let key_name = format!("{name}-key");
         if self.store.read_state(&key_name).ok().flatten().as_deref() == Some(now.key.as_bytes()) {
             return;
         }
-        if let Ok(bytes) = serde_json::to_vec(now) {
-            // Losing this only makes a later --explain less specific; never fail the build.
-            let _ = self.store.write_state(&name, &bytes);
+        // Written as a stream: a COPY of many files never holds its map in memory. Losing
+        // this only makes a later --explain less specific; never fail the build.
+        let out = MemoryOut { key: &now.key, fields: &now.fields, files: copy::FilesOf(now.items) };
+        let written = self.store.write_state_with(&name, &mut |w| {
+            let mut w = std::io::BufWriter::new(w);
+            serde_json::to_writer(&mut w, &out)?;
+            std::io::Write::flush(&mut w)
+        });
+        if written.is_ok() {
             let _ = self.store.write_state(&key_name, now.key.as_bytes());
         }
     }
@@ -911,7 +916,7 @@ impl Build<'_> {
         inst: &Instruction,
         id: usize,
         key: CacheKey,
-        memory: StepMemory,
+        memory: Memory<'_>,
         started: Instant,
         exec: impl FnOnce() -> Result<StepValue, SolveError>,
     ) -> Result<StepValue, SolveError> {
@@ -1023,11 +1028,7 @@ impl Build<'_> {
             .opt("stdin", stdin.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).as_deref())
             .str("platform", &self.opts.platform.to_string());
         let (key, fields) = kb.finish();
-        let memory = StepMemory {
-            key: key.to_hex(),
-            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            files: BTreeMap::new(),
-        };
+        let memory = Memory::new(&key, fields, None);
         env.extend(arg_env);
         env.extend(proxy_env);
         let v = self.cached_step(idx, inst, id, key, memory, started, || {
@@ -1101,7 +1102,7 @@ impl Build<'_> {
             for h in &common.heredocs {
                 std::fs::write(heredoc_dir.path().join(&h.name), &h.content).map_err(|e| SolveError::io(heredoc_dir.path(), e))?;
             }
-            ctx_holder = Arc::new(Context::walk(heredoc_dir.path(), Ignore::none(), StatCache::default())?);
+            ctx_holder = Arc::new(Context::walk(heredoc_dir.path(), Ignore::none())?);
             from_key = "heredoc".into();
             SourceSide::Context(&ctx_holder)
         } else if let Some(f) = from {
@@ -1134,18 +1135,16 @@ impl Build<'_> {
             heredoc_names = common.heredocs.iter().map(|h| h.name.clone()).collect();
             &heredoc_names
         };
-        let mut items = copy::plan(&side, sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
-        copy::hash_items(&mut items, ctx_for_hash)?;
+        let mut items = copy::plan_copy(&side, sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
+        items.hash(ctx_for_hash)?;
         let digest = match (&side, from_key.starts_with("git:")) {
             // A kept `.git` differs on every checkout (index stamps, FETCH_HEAD); the commit in
             // `from_key` stands for it, as BuildKit keys git sources by commit.
             (SourceSide::Context(c), true) => {
                 let root = c.root();
-                let kept: Vec<copy::CopyItem> =
-                    items.iter().filter(|it| !it.host.strip_prefix(root).is_ok_and(|r| r.starts_with(".git"))).cloned().collect();
-                copy::items_digest(&kept)
+                items.digest(&|it| !it.host().strip_prefix(root).is_ok_and(|r| r.starts_with(".git")))?
             }
-            _ => copy::items_digest(&items),
+            _ => items.digest(&|_| true)?,
         };
         let keyword = inst.kind.keyword();
         let mut kb = KeyBuilder::new(if keyword == "ADD" { "add" } else { "copy" });
@@ -1159,11 +1158,7 @@ impl Build<'_> {
             .str("unpack", if unpack { "1" } else { "0" })
             .digest("content", &digest);
         let (key, fields) = kb.finish();
-        let files = items
-            .iter()
-            .map(|it| (it.label.clone(), copy::content_tag(it)))
-            .collect();
-        let memory = StepMemory { key: key.to_hex(), fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), files };
+        let memory = Memory::new(&key, fields, Some(&items));
         let owner = chown.unwrap_or((0, 0));
         let v = self.cached_step(idx, inst, id, key, memory, started, || {
             let staging = self.store.temp_dir("copy")?;
@@ -1173,7 +1168,7 @@ impl Build<'_> {
                 crate::add::materialize_with_unpack(&items, &fs_dir, &dest_view, owner, &loc)?;
             } else {
                 let reuse = self.previous_copy(idx, inst);
-                copy::materialize_reusing(&items, &fs_dir, &dest_view, owner, reuse.as_ref())?;
+                copy::materialize_reusing(&items, &fs_dir, &dest_view, owner, reuse.as_ref(), &|_| true)?;
             }
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
@@ -1186,8 +1181,14 @@ impl Build<'_> {
 
     /// The snapshot and file hashes of the last run of this COPY, if still in the store.
     fn previous_copy(&self, idx: usize, inst: &Instruction) -> Option<copy::Reuse> {
+        #[derive(serde::Deserialize)]
+        struct Prev {
+            key: String,
+            files: copy::FileTags,
+        }
         let name = self.memory_name(idx, inst);
-        let prev: StepMemory = serde_json::from_slice(&self.store.read_state(&name).ok()??).ok()?;
+        let file = self.store.open_state(&name).ok()??;
+        let prev: Prev = serde_json::from_reader(std::io::BufReader::new(file)).ok()?;
         let rec = self.store.cache_get(&prev.key).ok()??;
         let v: StepValue = serde_json::from_value(rec.value).ok()?;
         let snapshot = self.store.snapshot_path(&v.layer?.diff_id)?;
@@ -1211,9 +1212,9 @@ impl Build<'_> {
                     FromSource::Dir(c) => c,
                 },
             };
-            let mut items = copy::plan(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &CopyFlags::default(), &empty, loc)?;
-            copy::hash_items(&mut items, Some(&ctx))?;
-            out.push(format!("{src}:{}", crate::key::hex32(&copy::items_digest(&items))));
+            let mut items = copy::plan_copy(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &CopyFlags::default(), &empty, loc)?;
+            items.hash(Some(&ctx))?;
+            out.push(format!("{src}:{}", crate::key::hex32(&items.digest(&|_| true)?)));
         }
         Ok(out)
     }
@@ -1264,7 +1265,7 @@ impl Build<'_> {
         let mut kb = KeyBuilder::new("mkdir");
         kb.parent(Some(&st.key)).str("path", &wd).str("owner", &format!("{}:{}", owner.0, owner.1));
         let (key, fields) = kb.finish();
-        let memory = StepMemory { key: key.to_hex(), fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), files: BTreeMap::new() };
+        let memory = Memory::new(&key, fields, None);
         let epoch = self.opts.source_date_epoch;
         let v = self.cached_step(idx, inst, id, key, memory, started, || {
             let staging = self.store.temp_dir("mkdir")?;
@@ -1276,21 +1277,21 @@ impl Build<'_> {
             // Symlinked directories on the way are followed (`WORKDIR /link/sub` makes
             // `/target/sub`), as BuildKit's mkdir does in the image root.
             let item = copy::CopyItem {
-                dest: copy::resolve_dest_dirs(&view, &clean_abs(&wd)),
+                dest: copy::resolve_dest_dirs(&view, &clean_abs(&wd)).into(),
                 kind: crate::context::Kind::Dir,
                 mode: 0o755,
                 uid: owner.0,
                 gid: owner.1,
                 mtime: (now, 0),
                 size: 0,
-                host: PathBuf::new(),
+                origin: copy::Origin::Path(PathBuf::new().into()),
                 link: None,
                 hash: None,
-                label: wd.clone(),
+                label: wd.as_str().into(),
                 top: true,
             };
             if !exists {
-                copy::materialize(std::slice::from_ref(&item), &fs_dir, &view, owner)?;
+                copy::materialize(&copy::CopyPlan::from_items(vec![item]), &fs_dir, &view, owner)?;
             }
             let layer = crate::layers::commit_tree(self.store, &fs_dir, SourceKind::Tree, &self.layer_options(SourceKind::Tree))?;
             Ok(StepValue { layer: Some(layer), created: Some(now_rfc3339(self.opts.source_date_epoch)) })
@@ -1405,4 +1406,38 @@ impl Build<'_> {
 enum FromSource {
     State(StageState),
     Dir(Arc<Context>),
+}
+
+/// What a step remembers of itself (its key, the fields the key was made of, and for COPY and
+/// ADD the content tag of every file), before it is written.
+pub(crate) struct Memory<'a> {
+    key: String,
+    fields: Vec<(String, String)>,
+    items: Option<&'a copy::CopyPlan<'a>>,
+}
+
+impl<'a> Memory<'a> {
+    fn new(key: &CacheKey, fields: Vec<(&str, String)>, items: Option<&'a copy::CopyPlan<'a>>) -> Memory<'a> {
+        Memory { key: key.to_hex(), fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), items }
+    }
+
+    /// The whole memory, files map included (for `--explain` only).
+    fn assemble(&self) -> StepMemory {
+        let mut files = BTreeMap::new();
+        if let Some(plan) = self.items {
+            let _ = plan.for_each(&mut |it| {
+                files.insert(it.label.to_string(), copy::content_tag(it));
+                Ok(())
+            });
+        }
+        StepMemory { key: self.key.clone(), fields: self.fields.clone(), files }
+    }
+}
+
+/// A [`Memory`] as written: the same JSON as [`StepMemory`], its files streamed from the items.
+#[derive(serde::Serialize)]
+struct MemoryOut<'a> {
+    key: &'a str,
+    fields: &'a [(String, String)],
+    files: copy::FilesOf<'a>,
 }

@@ -4,12 +4,17 @@
 //! timestamps). COPY and ADD select from that index, and their cache keys are computed from the
 //! selected entries' contents. Content hashes come from a persisted stat cache keyed by
 //! (path, size, mtime, ctime, inode), so an unchanged file is never read twice across builds.
+//!
+//! The index is built for size: one arena holds every path, the entries are a sorted vector
+//! searched by binary search, and each file's content hash lives in its entry. The persisted
+//! stat cache is a file sorted like the index and merged into it as a stream, so neither side is
+//! ever held as a map of strings.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use forge_parser::dockerignore::PatternMatcher;
 
@@ -24,16 +29,34 @@ pub enum Kind {
     Other,
 }
 
-/// One entry of the context index.
-#[derive(Clone, Debug)]
+/// One entry of the context index. Its path and symlink target are kept by the [`Context`].
+#[derive(Debug)]
 pub struct CtxEntry {
+    /// Offset and length of the path in the context's arena.
+    name: (u32, u32),
     pub kind: Kind,
     pub mode: u32,
     pub size: u64,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
     pub ino: u64,
-    pub link: Option<String>,
+    /// Index of the symlink target in the context's link table, or `NO_LINK`.
+    link: u32,
+    /// The content hash of a regular file, once known (from the stat cache or by reading it).
+    hash: OnceLock<[u8; 32]>,
+}
+
+const NO_LINK: u32 = u32::MAX;
+
+impl CtxEntry {
+    /// The content hash, if already known.
+    pub fn known_hash(&self) -> Option<[u8; 32]> {
+        self.hash.get().copied()
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp { size: self.size, mtime: self.mtime, ctime: self.ctime, ino: self.ino }
+    }
 }
 
 /// The `.dockerignore` rules of a context.
@@ -90,15 +113,15 @@ impl Ignore {
 
 /// The walked context.
 pub struct Context {
-    root: PathBuf,
-    /// Relative paths (no leading `/`, `""` is the root) → entries, sorted.
-    entries: BTreeMap<String, CtxEntry>,
+    root: Arc<Path>,
+    /// Every entry's relative path (no leading `/`, `""` is the root), back to back.
+    names: String,
+    /// Sorted by path (byte order).
+    entries: Vec<CtxEntry>,
+    links: Vec<Box<str>>,
     ignore: Ignore,
-    stat_cache: RwLock<StatCache>,
-}
-
-fn ts(sec: i64, nsec: i64) -> (i64, i64) {
-    (sec, nsec)
+    /// Set when a content hash was computed by reading a file: the stat cache needs rewriting.
+    hashed: AtomicBool,
 }
 
 impl Kind {
@@ -117,28 +140,63 @@ impl Kind {
     }
 }
 
-fn entry_of(path: &Path, meta: &std::fs::Metadata) -> CtxEntry {
-    let kind = Kind::of(meta);
-    let link = if kind == Kind::Symlink {
-        std::fs::read_link(path).ok().map(|p| p.to_string_lossy().into_owned())
-    } else {
-        None
-    };
-    CtxEntry {
-        kind,
-        mode: meta.permissions().mode() & 0o7777,
-        size: meta.len(),
-        mtime: ts(meta.mtime(), meta.mtime_nsec()),
-        ctime: ts(meta.ctime(), meta.ctime_nsec()),
-        ino: meta.ino(),
-        link,
+/// Entries walked from one directory down, with their own path arena and link table.
+#[derive(Default)]
+struct Part {
+    names: String,
+    entries: Vec<CtxEntry>,
+    links: Vec<Box<str>>,
+}
+
+impl Part {
+    fn push(&mut self, rel: &str, host: &Path, meta: &std::fs::Metadata) {
+        let kind = Kind::of(meta);
+        let mut link = NO_LINK;
+        if kind == Kind::Symlink {
+            if let Ok(t) = std::fs::read_link(host) {
+                link = self.links.len() as u32;
+                self.links.push(t.to_string_lossy().into());
+            }
+        }
+        let name = (self.names.len() as u32, rel.len() as u32);
+        self.names.push_str(rel);
+        self.entries.push(CtxEntry {
+            name,
+            kind,
+            mode: meta.permissions().mode() & 0o7777,
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            link,
+            hash: OnceLock::new(),
+        });
     }
+
+    /// Moves `other`'s entries in, shifting their arena offsets and link indexes.
+    fn append(&mut self, other: Part) {
+        let base = self.names.len() as u32;
+        let link_base = self.links.len() as u32;
+        self.names.push_str(&other.names);
+        self.links.extend(other.links);
+        self.entries.extend(other.entries.into_iter().map(|mut e| {
+            e.name.0 += base;
+            if e.link != NO_LINK {
+                e.link += link_base;
+            }
+            e
+        }));
+    }
+}
+
+fn too_big(root: &Path) -> SolveError {
+    SolveError::Context { path: root.to_path_buf(), message: "the build context's paths add up to more than 4 GiB".into() }
 }
 
 impl Context {
     /// Walks `root`, leaving out what `ignore` excludes. Directories are read in parallel, and
     /// entries are stat'ed relative to their open directory (no path lookup per file).
-    pub fn walk(root: &Path, ignore: Ignore, stat_cache: StatCache) -> Result<Context, SolveError> {
+    pub fn walk(root: &Path, ignore: Ignore) -> Result<Context, SolveError> {
         let meta = std::fs::metadata(root).map_err(|e| SolveError::io(root, e))?;
         if !meta.is_dir() {
             return Err(SolveError::Context {
@@ -149,82 +207,217 @@ impl Context {
         // An excluded directory is still entered when an exception may re-include something
         // below it.
         let reenter = ignore.patterns.iter().any(|p| p.starts_with('!'));
-        let mut list = walk_dir(root.to_path_buf(), String::new(), &ignore, reenter)?;
-        list.push((String::new(), entry_of(root, &meta)));
-        let mut entries: BTreeMap<String, CtxEntry> = list.into_iter().collect();
+        let mut top = Part::default();
+        top.push("", root, &meta);
+        let mut parts = vec![top];
+        parts.extend(walk_dir(root.to_path_buf(), String::new(), &ignore, reenter)?);
+        // One allocation of the final size, each directory's part freed as it moves in.
+        let mut all = Part {
+            names: String::with_capacity(parts.iter().map(|p| p.names.len()).sum()),
+            entries: Vec::with_capacity(parts.iter().map(|p| p.entries.len()).sum()),
+            links: Vec::with_capacity(parts.iter().map(|p| p.links.len()).sum()),
+        };
+        for p in parts {
+            all.append(p);
+        }
         // Directories that are themselves excluded but hold re-included files are kept as parents.
         if reenter {
-            let missing: Vec<String> =
-                entries.keys().flat_map(|k| parents(k)).filter(|p| !entries.contains_key(p)).collect();
+            let have: std::collections::HashSet<&str> =
+                all.entries.iter().map(|e| &all.names[e.name.0 as usize..(e.name.0 + e.name.1) as usize]).collect();
+            let mut missing: Vec<String> = have.iter().flat_map(|k| parents(k)).filter(|p| !have.contains(p.as_str())).collect();
+            missing.sort();
+            missing.dedup();
             for p in missing {
                 let host = root.join(&p);
                 if let Ok(meta) = std::fs::symlink_metadata(&host) {
-                    entries.insert(p, entry_of(&host, &meta));
+                    all.push(&p, &host, &meta);
                 }
             }
         }
-        Ok(Context { root: root.to_path_buf(), entries, ignore, stat_cache: RwLock::new(stat_cache) })
+        if all.names.len() > u32::MAX as usize {
+            return Err(too_big(root));
+        }
+        let Part { names, mut entries, mut links } = all;
+        {
+            let name = |e: &CtxEntry| &names[e.name.0 as usize..(e.name.0 + e.name.1) as usize];
+            entries.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+        }
+        entries.shrink_to_fit();
+        links.shrink_to_fit();
+        Ok(Context { root: root.into(), names, entries, links, ignore, hashed: AtomicBool::new(false) })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn entries(&self) -> &BTreeMap<String, CtxEntry> {
-        &self.entries
+    /// The root, shared (copy plans keep it instead of a host path per file).
+    pub fn root_shared(&self) -> Arc<Path> {
+        self.root.clone()
+    }
+
+    fn name(&self, e: &CtxEntry) -> &str {
+        &self.names[e.name.0 as usize..(e.name.0 + e.name.1) as usize]
+    }
+
+    /// The relative path of an entry of this context.
+    pub fn name_of(&self, e: &CtxEntry) -> &str {
+        self.name(e)
+    }
+
+    /// Every entry with its relative path, in path order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &CtxEntry)> + '_ {
+        self.entries.iter().map(move |e| (self.name(e), e))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     pub fn ignore(&self) -> &Ignore {
         &self.ignore
     }
 
+    /// The first index whose path is not less than `rel`.
+    fn lower_bound(&self, rel: &str) -> usize {
+        self.entries.partition_point(|e| self.name(e) < rel)
+    }
+
     pub fn get(&self, rel: &str) -> Option<&CtxEntry> {
-        self.entries.get(rel)
+        let i = self.lower_bound(rel);
+        self.entries.get(i).filter(|e| self.name(e) == rel)
+    }
+
+    /// A symlink entry's target.
+    pub fn link(&self, e: &CtxEntry) -> Option<&str> {
+        self.links.get(e.link as usize).map(|l| &**l)
+    }
+
+    /// The entry at `rel` (if any) and the contiguous run of entries below it.
+    pub fn subtree_parts(&self, rel: &str) -> (Option<&CtxEntry>, &[CtxEntry]) {
+        if rel.is_empty() {
+            return (None, &self.entries);
+        }
+        // The children sort between "rel/" and "rel0" ('0' follows '/'), after names such as
+        // "rel-x" that sort between the entry and them.
+        let own = self.get(rel);
+        (own, &self.entries[self.lower_bound(&format!("{rel}/"))..self.lower_bound(&format!("{rel}0"))])
     }
 
     /// The entries at and below `rel`, in path order.
-    pub fn subtree<'a>(&'a self, rel: &'a str) -> Box<dyn Iterator<Item = (&'a String, &'a CtxEntry)> + 'a> {
-        if rel.is_empty() {
-            return Box::new(self.entries.iter());
-        }
-        // Children sort between "rel/" and "rel0" ('0' follows '/').
-        let own = self.entries.get_key_value(rel);
-        let below = self.entries.range(format!("{rel}/")..format!("{rel}0"));
-        Box::new(own.into_iter().chain(below))
+    pub fn subtree<'a>(&'a self, rel: &str) -> impl Iterator<Item = (&'a str, &'a CtxEntry)> + 'a {
+        let (own, below) = self.subtree_parts(rel);
+        own.into_iter().chain(below).map(move |e| (self.name(e), e))
     }
 
-    /// The content hash of a regular file, from the stat cache when its stat matches.
+    /// The content hash of a regular file: remembered in its entry, from the stat cache or from
+    /// reading it once.
     pub fn file_hash(&self, rel: &str, e: &CtxEntry) -> Result<[u8; 32], SolveError> {
-        let stamp = Stamp { size: e.size, mtime: e.mtime, ctime: e.ctime, ino: e.ino };
-        if let Some(h) = self.stat_cache.read().unwrap_or_else(|p| p.into_inner()).get(rel, &stamp) {
-            return Ok(h);
+        if let Some(h) = e.hash.get() {
+            return Ok(*h);
         }
-        let path = self.root.join(rel);
-        let h = hash_file(&path)?;
-        self.stat_cache.write().unwrap_or_else(|p| p.into_inner()).put(rel, stamp, h);
+        let h = hash_file(&self.root.join(rel))?;
+        let _ = e.hash.set(h);
+        self.hashed.store(true, Ordering::Relaxed);
         Ok(h)
     }
 
-    /// The context with `sc` as its stat cache.
-    pub fn with_stat_cache(self, sc: StatCache) -> Context {
-        Context { stat_cache: RwLock::new(sc), ..self }
+    /// Forgets a remembered content hash, so the file is read again when next asked for.
+    pub fn forget_hash(&mut self, rel: &str) {
+        let i = self.lower_bound(rel);
+        if let Some(e) = self.entries.get_mut(i) {
+            if &self.names[e.name.0 as usize..(e.name.0 + e.name.1) as usize] == rel {
+                e.hash.take();
+                self.hashed.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
-    pub fn into_stat_cache(self) -> StatCache {
-        self.stat_cache.into_inner().unwrap_or_else(|p| p.into_inner())
+    /// True when a file was read for its hash since the stat cache was loaded.
+    pub fn stat_cache_dirty(&self) -> bool {
+        self.hashed.load(Ordering::Relaxed)
     }
 
-    pub fn stat_cache(&self) -> std::sync::RwLockWriteGuard<'_, StatCache> {
-        self.stat_cache.write().unwrap_or_else(|p| p.into_inner())
+    /// Takes the content hashes of a persisted stat cache (see [`Context::write_stat_cache`])
+    /// for every file whose stamp is unchanged. The cache is read as a stream and merged with
+    /// the sorted index; anything malformed leaves every hash unknown.
+    pub fn load_stat_cache(&mut self, r: impl Read) -> bool {
+        let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
+        let mut magic = [0u8; 8];
+        if r.read_exact(&mut magic).is_err() || &magic != STAT_CACHE_MAGIC {
+            return false;
+        }
+        let mut matched = 0usize;
+        let ok = (|| -> std::io::Result<()> {
+            let mut i = 0;
+            let mut name = Vec::new();
+            let mut rec = [0u8; RECORD_LEN];
+            loop {
+                if r.fill_buf()?.is_empty() {
+                    return Ok(());
+                }
+                let mut len = [0u8; 4];
+                r.read_exact(&mut len)?;
+                name.resize(u32::from_le_bytes(len) as usize, 0);
+                r.read_exact(&mut name)?;
+                r.read_exact(&mut rec)?;
+                while i < self.entries.len() && self.name(&self.entries[i]).as_bytes() < name.as_slice() {
+                    i += 1;
+                }
+                let Some(e) = self.entries.get(i) else { return Ok(()) };
+                if self.name(e).as_bytes() != name.as_slice() || e.kind != Kind::File {
+                    continue;
+                }
+                let (stamp, hash) = decode_record(&rec);
+                if stamp == e.stamp() {
+                    let _ = e.hash.set(hash);
+                    matched += 1;
+                }
+            }
+        })();
+        if ok.is_err() {
+            for e in &mut self.entries {
+                e.hash.take();
+            }
+            return false;
+        }
+        matched > 0
+    }
+
+    /// Writes the stat cache: every file whose hash is known, in path order.
+    pub fn write_stat_cache(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, w);
+        w.write_all(STAT_CACHE_MAGIC)?;
+        for e in &self.entries {
+            let Some(h) = e.hash.get() else { continue };
+            let name = self.name(e);
+            w.write_all(&(name.len() as u32).to_le_bytes())?;
+            w.write_all(name.as_bytes())?;
+            w.write_all(&encode_record(&e.stamp(), h))?;
+        }
+        w.flush()
+    }
+
+    /// The stat cache as bytes (see [`Context::write_stat_cache`]).
+    pub fn stat_cache_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_stat_cache(&mut out).expect("writing to memory");
+        out
     }
 }
 
-/// One directory of the walk: its kept entries, then (in parallel) its subdirectories'.
-fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result<Vec<(String, CtxEntry)>, SolveError> {
+/// One directory of the walk: its kept entries, then (in parallel) its subdirectories', one
+/// part per directory.
+fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result<Vec<Part>, SolveError> {
     use rayon::prelude::*;
-    let mut out = Vec::new();
+    let mut out = Part::default();
     let mut subdirs = Vec::new();
     let rd = std::fs::read_dir(&dir).map_err(|e| SolveError::io(&dir, e))?;
+    let mut child_rel = String::new();
     for item in rd {
         let item = item.map_err(|e| SolveError::io(&dir, e))?;
         let name = item.file_name();
@@ -234,7 +427,12 @@ fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result
                 message: "file names in the context must be valid UTF-8".into(),
             });
         };
-        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        child_rel.clear();
+        if !rel.is_empty() {
+            child_rel.push_str(&rel);
+            child_rel.push('/');
+        }
+        child_rel.push_str(name);
         // fstatat on the directory's descriptor, without following symlinks.
         let meta = item.metadata().map_err(|e| SolveError::io(&item.path(), e))?;
         let excluded = ignore.excluded(&child_rel);
@@ -242,16 +440,17 @@ fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result
             subdirs.push((item.path(), child_rel.clone()));
         }
         if !excluded {
-            let e = if meta.file_type().is_symlink() { entry_of(&item.path(), &meta) } else { entry_of(Path::new(""), &meta) };
-            out.push((child_rel, e));
+            let host = if meta.file_type().is_symlink() { item.path() } else { PathBuf::new() };
+            out.push(&child_rel, &host, &meta);
         }
     }
-    let nested: Vec<Result<Vec<(String, CtxEntry)>, SolveError>> =
+    let nested: Vec<Result<Vec<Part>, SolveError>> =
         subdirs.into_par_iter().map(|(p, r)| walk_dir(p, r, ignore, reenter)).collect();
+    let mut parts = vec![out];
     for n in nested {
-        out.extend(n?);
+        parts.extend(n?);
     }
-    Ok(out)
+    Ok(parts)
 }
 
 /// The proper parent prefixes of a relative path (`a/b/c` → `a`, `a/b`).
@@ -289,122 +488,91 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], SolveError> {
 
 /// What must be unchanged for a cached content hash to be trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub size: u64,
-    pub mtime: (i64, i64),
-    pub ctime: (i64, i64),
-    pub ino: u64,
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
 }
 
-/// Persisted map of context path → (stamp, content hash).
-#[derive(Default)]
-pub struct StatCache {
-    map: HashMap<String, (Stamp, [u8; 32])>,
-    dirty: bool,
+/// The persisted stat cache: this magic, then per file in path order a little-endian u32 path
+/// length, the path, and a fixed record (size, mtime s/ns, ctime s/ns, inode, blake3).
+const STAT_CACHE_MAGIC: &[u8; 8] = b"fgstat02";
+const RECORD_LEN: usize = 6 * 8 + 32;
+
+fn encode_record(s: &Stamp, h: &[u8; 32]) -> [u8; RECORD_LEN] {
+    let mut out = [0u8; RECORD_LEN];
+    let fields = [s.size as i64, s.mtime.0, s.mtime.1, s.ctime.0, s.ctime.1, s.ino as i64];
+    for (i, v) in fields.iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    out[48..].copy_from_slice(h);
+    out
 }
 
-const STAT_CACHE_MAGIC: &[u8; 8] = b"fgstat01";
-
-impl StatCache {
-    pub fn get(&self, rel: &str, stamp: &Stamp) -> Option<[u8; 32]> {
-        match self.map.get(rel) {
-            Some((s, h)) if s == stamp => Some(*h),
-            _ => None,
-        }
-    }
-
-    pub fn put(&mut self, rel: &str, stamp: Stamp, hash: [u8; 32]) {
-        self.map.insert(rel.to_string(), (stamp, hash));
-        self.dirty = true;
-    }
-
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
-    /// Drops entries for paths that are no longer in the context.
-    pub fn retain_paths(&mut self, keep: impl Fn(&str) -> bool) {
-        let before = self.map.len();
-        self.map.retain(|k, _| keep(k));
-        if self.map.len() != before {
-            self.dirty = true;
-        }
-    }
-
-    /// Decodes the persisted form; anything malformed yields an empty cache.
-    pub fn decode(bytes: &[u8]) -> StatCache {
-        let mut c = StatCache::default();
-        if bytes.len() < 8 || &bytes[..8] != STAT_CACHE_MAGIC {
-            return c;
-        }
-        let mut r = &bytes[8..];
-        fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            if r.len() < n {
-                return None;
-            }
-            let (a, b) = r.split_at(n);
-            *r = b;
-            Some(a)
-        }
-        fn u64_(r: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(r, 8)?.try_into().ok()?))
-        }
-        fn i64_(r: &mut &[u8]) -> Option<i64> {
-            Some(i64::from_le_bytes(take(r, 8)?.try_into().ok()?))
-        }
-        let mut parse = || -> Option<()> {
-            while !r.is_empty() {
-                let len = u64_(&mut r)? as usize;
-                let name = std::str::from_utf8(take(&mut r, len)?).ok()?.to_string();
-                let stamp = Stamp {
-                    size: u64_(&mut r)?,
-                    mtime: (i64_(&mut r)?, i64_(&mut r)?),
-                    ctime: (i64_(&mut r)?, i64_(&mut r)?),
-                    ino: u64_(&mut r)?,
-                };
-                let hash: [u8; 32] = take(&mut r, 32)?.try_into().ok()?;
-                c.map.insert(name, (stamp, hash));
-            }
-            Some(())
-        };
-        if parse().is_none() {
-            return StatCache::default();
-        }
-        c
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + self.map.len() * 96);
-        out.extend_from_slice(STAT_CACHE_MAGIC);
-        for (name, (s, h)) in &self.map {
-            out.extend_from_slice(&(name.len() as u64).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&s.size.to_le_bytes());
-            for v in [s.mtime.0, s.mtime.1, s.ctime.0, s.ctime.1] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&s.ino.to_le_bytes());
-            out.extend_from_slice(h);
-        }
-        out
-    }
+fn decode_record(r: &[u8; RECORD_LEN]) -> (Stamp, [u8; 32]) {
+    let f = |i: usize| i64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let stamp = Stamp { size: f(0) as u64, mtime: (f(1), f(2)), ctime: (f(3), f(4)), ino: f(5) as u64 };
+    (stamp, r[48..].try_into().expect("32 bytes"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let p = t.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        }
+        t
+    }
+
+    fn hash_of(ctx: &Context, rel: &str) -> [u8; 32] {
+        ctx.file_hash(rel, ctx.get(rel).unwrap()).unwrap()
+    }
+
     #[test]
-    fn stat_cache_round_trips_and_rejects_garbage() {
-        let mut c = StatCache::default();
-        let s = Stamp { size: 3, mtime: (1, 2), ctime: (3, 4), ino: 5 };
-        c.put("a/b", s, [7; 32]);
-        let d = StatCache::decode(&c.encode());
-        assert_eq!(d.get("a/b", &s), Some([7; 32]));
-        assert_eq!(d.get("a/b", &Stamp { size: 4, ..s }), None);
-        let mut bad = c.encode();
+    fn stat_cache_round_trips_and_sees_changes() {
+        let t = tree(&[("a/b", "one"), ("a/c", "two"), ("z", "three")]);
+        let ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        let (b, z) = (hash_of(&ctx, "a/b"), hash_of(&ctx, "z"));
+        assert!(ctx.stat_cache_dirty());
+        let bytes = ctx.stat_cache_bytes();
+
+        // An unchanged file's hash comes from the cache: prove it by planting a wrong one.
+        let mut forged = bytes.clone();
+        let at = forged.len() - 32;
+        forged[at..].copy_from_slice(&[9; 32]);
+        let mut ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        assert!(ctx.load_stat_cache(&forged[..]));
+        assert_eq!(hash_of(&ctx, "z"), [9; 32], "the last record is z's");
+        assert_eq!(hash_of(&ctx, "a/b"), b);
+        assert!(!ctx.stat_cache_dirty(), "nothing was read");
+        assert!(ctx.get("a/c").unwrap().hash.get().is_none(), "a/c was never hashed, so not cached");
+
+        // A changed stamp is not trusted.
+        std::fs::write(t.path().join("z"), "changed!").unwrap();
+        let mut ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        ctx.load_stat_cache(&bytes[..]);
+        assert_ne!(hash_of(&ctx, "z"), z);
+        assert!(ctx.stat_cache_dirty());
+    }
+
+    #[test]
+    fn malformed_stat_cache_is_ignored_whole() {
+        let t = tree(&[("a", "1"), ("b", "2")]);
+        let ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        hash_of(&ctx, "a");
+        hash_of(&ctx, "b");
+        let mut bad = ctx.stat_cache_bytes();
         bad.truncate(bad.len() - 3);
-        assert!(StatCache::decode(&bad).get("a/b", &s).is_none());
+        let mut ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        assert!(!ctx.load_stat_cache(&bad[..]));
+        assert!(ctx.get("a").unwrap().hash.get().is_none(), "a's complete record is dropped too");
+        assert!(!ctx.load_stat_cache(&b"fgstat01junk"[..]));
     }
 
     #[test]
@@ -415,14 +583,25 @@ mod tests {
 
     #[test]
     fn subtree_is_bounded() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
-        std::fs::write(t.path().join("a/b/f"), "x").unwrap();
-        std::fs::write(t.path().join("a.txt"), "x").unwrap();
-        std::fs::write(t.path().join("ab"), "x").unwrap();
-        let ctx = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
-        let sub: Vec<_> = ctx.subtree("a").map(|(k, _)| k.clone()).collect();
+        let t = tree(&[("a/b/f", "x"), ("a.txt", "x"), ("ab", "x"), ("a-1", "x")]);
+        let ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        let sub: Vec<_> = ctx.subtree("a").map(|(k, _)| k.to_string()).collect();
         assert_eq!(sub, vec!["a", "a/b", "a/b/f"]);
-        assert_eq!(ctx.subtree("").count(), 6);
+        assert_eq!(ctx.subtree("").count(), 7);
+        assert_eq!(ctx.subtree("a/b/f").count(), 1);
+        assert_eq!(ctx.subtree("nope").count(), 0);
+    }
+
+    #[test]
+    fn index_is_sorted_with_links() {
+        let t = tree(&[("b/x", "1"), ("a", "2")]);
+        std::os::unix::fs::symlink("b/x", t.path().join("c")).unwrap();
+        let ctx = Context::walk(t.path(), Ignore::none()).unwrap();
+        let names: Vec<_> = ctx.entries().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(names, vec!["", "a", "b", "b/x", "c"]);
+        let c = ctx.get("c").unwrap();
+        assert_eq!((c.kind, ctx.link(c)), (Kind::Symlink, Some("b/x")));
+        assert_eq!(ctx.link(ctx.get("a").unwrap()), None);
+        assert!(ctx.get("b/").is_none() && ctx.get("d").is_none());
     }
 }

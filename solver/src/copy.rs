@@ -5,12 +5,14 @@
 //! lands in the image), then keyed by what the items contain, then written into an empty
 //! staging directory that becomes both the layer tar and the overlay snapshot.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -19,28 +21,55 @@ use crate::context::{Context, Kind};
 use crate::error::{Location, SolveError};
 use crate::glob;
 use crate::layered::{Entry, LayeredView};
+use forge_parser::dockerignore::PatternMatcher;
 
-/// One filesystem object a COPY writes into the image.
+/// One filesystem object a COPY writes into the image. A plan holds one per file, so it is
+/// kept small: boxed strings, and no host path of its own for context files.
 #[derive(Clone, Debug)]
 pub struct CopyItem {
     /// Absolute, cleaned path inside the image.
-    pub dest: String,
+    pub dest: Box<str>,
     pub kind: Kind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
     pub mtime: (i64, i64),
     pub size: u64,
-    /// Where the bytes are read from (files) — a context file, a snapshot file or a temp file.
-    pub host: PathBuf,
-    pub link: Option<String>,
+    /// Where the bytes are read from (files).
+    pub origin: Origin,
+    pub link: Option<Box<str>>,
     /// blake3 of the content, filled in by [`hash_items`].
     pub hash: Option<[u8; 32]>,
-    /// The source path as the user wrote or matched it, for messages and `--explain`.
-    pub label: String,
+    /// The source path as the user wrote or matched it, for messages and `--explain`; for
+    /// context sources, the path relative to the context root.
+    pub label: Box<str>,
     /// True for a source the user named (or a wildcard matched), false for entries found
     /// inside a source directory. ADD only unpacks top-level archives.
     pub top: bool,
+}
+
+/// Where a [`CopyItem`]'s bytes come from.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    /// The item's label under this directory: a build context (shared by the whole plan).
+    Under(Arc<Path>),
+    /// This host path: a snapshot file, a temporary file, or nothing (made, not copied).
+    Path(Box<Path>),
+}
+
+impl CopyItem {
+    /// The host path the bytes are read from.
+    pub fn host(&self) -> Cow<'_, Path> {
+        match &self.origin {
+            Origin::Under(root) => Cow::Owned(root.join(&*self.label)),
+            Origin::Path(p) => Cow::Borrowed(p),
+        }
+    }
+
+    /// The path relative to the context root, for items from a context.
+    pub fn context_rel(&self) -> Option<&str> {
+        matches!(self.origin, Origin::Under(_)).then_some(&*self.label)
+    }
 }
 
 /// Permission bits of build-context files that depend on the checkout's umask rather than on
@@ -127,9 +156,8 @@ fn select_context(ctx: &Context, src: &str, loc: &Location) -> Result<Vec<Select
     if glob::has_meta(&rel) {
         let out: Vec<Selected> = ctx
             .entries()
-            .iter()
             .filter(|(k, _)| !k.is_empty() && glob::matches(&rel, k))
-            .map(|(k, e)| Selected { rel: k.clone(), kind: e.kind })
+            .map(|(k, e)| Selected { rel: k.to_string(), kind: e.kind })
             .collect();
         if out.is_empty() {
             return Err(not_found(loc, src, false));
@@ -154,12 +182,14 @@ struct SrcMeta {
     gid: u32,
     mtime: (i64, i64),
     size: u64,
+    /// The content hash, when the source already knows it (the context index).
+    hash: Option<[u8; 32]>,
 }
 
 impl SrcMeta {
     fn of(m: &std::fs::Metadata) -> SrcMeta {
         let (kind, mode, uid, gid, mtime, size) = meta_of(m);
-        SrcMeta { kind, mode, uid, gid, mtime, size }
+        SrcMeta { kind, mode, uid, gid, mtime, size, hash: None }
     }
 }
 
@@ -179,6 +209,20 @@ pub fn plan(
     dest_view: &LayeredView,
     loc: &Location,
 ) -> Result<Vec<CopyItem>, SolveError> {
+    plan_copy(side, sources, dest, workdir, flags, dest_view, loc)?.into_items()
+}
+
+/// Plans a COPY/ADD (see [`plan`]) without listing the items of a single context tree.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_copy<'a>(
+    side: &SourceSide<'a>,
+    sources: &[String],
+    dest: &str,
+    workdir: &str,
+    flags: &CopyFlags,
+    dest_view: &LayeredView,
+    loc: &Location,
+) -> Result<CopyPlan<'a>, SolveError> {
     let dest_abs = if dest.starts_with('/') { dest.to_string() } else { format!("{}/{}", workdir, dest) };
     let dest_is_dir_hint = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
     let mut dest_clean = resolve_dest_dirs(dest_view, &clean_abs(&dest_abs));
@@ -201,7 +245,7 @@ pub fn plan(
             SolveError::step(loc, format!("invalid --exclude pattern: {e}"))
         })?)
     };
-    let excluded = |rel: &str| exclude.as_ref().map(|m| m.matches_or_parent_matches(rel).unwrap_or(false)).unwrap_or(false);
+    let excluded = |rel: &str| exclude.as_ref().is_some_and(|m| m.matches_or_parent_matches(rel).unwrap_or(false));
 
     // Gather the top-level matches of every source.
     let mut matches: Vec<(String, Selected)> = Vec::new();
@@ -227,33 +271,9 @@ pub fn plan(
     }
     let dest_is_dir = dest_is_dir_hint || dest_exists_as_dir || multiple;
 
-    let mut items = Vec::new();
+    let mut segments = Vec::new();
     for (_src, sel) in matches {
         let base_name = sel.rel.rsplit('/').next().unwrap_or("").to_string();
-        let push_tree = |root_rel: &str, target: &str, items: &mut Vec<CopyItem>| -> Result<(), SolveError> {
-            walk_side(side, root_rel, &mut |rel_under: &str, host: PathBuf, m: SrcMeta, link: Option<String>| {
-                let full_rel = if rel_under.is_empty() { root_rel.to_string() } else if root_rel.is_empty() { rel_under.to_string() } else { format!("{root_rel}/{rel_under}") };
-                if !rel_under.is_empty() && excluded(&full_rel) {
-                    return;
-                }
-                let SrcMeta { kind, mode, uid, gid, mtime, size } = m;
-                let d = if rel_under.is_empty() { target.to_string() } else { clean_abs(&format!("{target}/{rel_under}")) };
-                items.push(CopyItem {
-                    dest: d,
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                    mtime,
-                    size,
-                    host,
-                    link,
-                    hash: None,
-                    label: full_rel,
-                    top: rel_under.is_empty(),
-                });
-            })
-        };
         let target = if flags.parents {
             clean_abs(&format!("{dest_clean}/{}", sel.rel))
         } else if sel.kind == Kind::Dir {
@@ -263,56 +283,232 @@ pub fn plan(
         } else {
             dest_clean.clone()
         };
-        if sel.kind == Kind::Symlink && !flags.parents {
-            // A top-level symlink source is followed.
-            let (_, resolved) = follow_side(side, &sel.rel, loc)?;
-            push_tree(&resolved, &target, &mut items)?;
-            continue;
-        }
-        push_tree(&sel.rel, &target, &mut items)?;
+        // A top-level symlink source is followed.
+        let root_rel = if sel.kind == Kind::Symlink && !flags.parents { follow_side(side, &sel.rel, loc)?.1 } else { sel.rel };
+        // A directory source's contents are copied, not the directory itself: like BuildKit's
+        // MkdirAll, a missing destination directory is made 0755 and owned by root or the
+        // --chown owner (never --chmod), and an existing one keeps its own metadata.
+        let top_dir = match dest_view.lookup(&target, true) {
+            Some(e) if e.is_dir() => (e.meta.permissions().mode() & 0o7777, e.meta.uid(), e.meta.gid()),
+            _ => (0o755, flags.chown.unwrap_or((0, 0)).0, flags.chown.unwrap_or((0, 0)).1),
+        };
+        segments.push(Segment { root_rel, target, top_dir });
     }
+    let finish = Finish {
+        context: matches!(side, SourceSide::Context(_)),
+        chown: flags.chown,
+        chmod: flags.chmod,
+        parents: flags.parents,
+    };
+    // One context tree is visited from the index whenever needed, never listed.
+    if let (SourceSide::Context(ctx), [_]) = (side, segments.as_slice()) {
+        let seg = segments.pop().expect("one segment");
+        return Ok(CopyPlan { kind: PlanKind::Tree { ctx, seg, finish, exclude } });
+    }
+    let mut items = Vec::new();
+    for seg in &segments {
+        visit_segment(side, seg, exclude.as_ref(), &finish, &mut |it| {
+            items.push(it);
+            Ok(())
+        })?;
+    }
+    // Usually already in order (one directory source, walked in path order); a stable sort
+    // otherwise, so the last source wins among equal destinations.
+    if !items.is_sorted_by(|a, b| a.dest <= b.dest) {
+        items.sort_by(|a, b| a.dest.cmp(&b.dest));
+    }
+    items.dedup_by(|b, a| a.dest == b.dest && { *a = b.clone(); true });
+    Ok(CopyPlan::from_items(items))
+}
 
-    for it in &mut items {
-        // Files from the build context belong to root unless --chown says otherwise, and their
-        // group/other write bits are checkout noise (umask 002 vs 022): cleared in the key and
-        // in the layer alike, so a cache made on one machine hits on another.
-        if matches!(side, SourceSide::Context(_)) {
+/// One top-level source of a copy: the tree at `root_rel` lands at `target`.
+struct Segment {
+    root_rel: String,
+    target: String,
+    /// Mode and owner of the destination directory a directory source's contents go into.
+    top_dir: (u32, u32, u32),
+}
+
+/// The metadata rules applied to every item of a copy.
+struct Finish {
+    /// Files from the build context belong to root unless --chown says otherwise, and their
+    /// group/other write bits are checkout noise (umask 002 vs 022): cleared in the key and in
+    /// the layer alike, so a cache made on one machine hits on another.
+    context: bool,
+    chown: Option<(u32, u32)>,
+    chmod: Option<u32>,
+    parents: bool,
+}
+
+impl Finish {
+    fn apply(&self, it: &mut CopyItem, seg: &Segment) {
+        if self.context {
             it.uid = 0;
             it.gid = 0;
             if it.kind != Kind::Symlink {
                 it.mode &= !CHECKOUT_NOISE_BITS;
             }
         }
-        if let Some((u, g)) = flags.chown {
+        if let Some((u, g)) = self.chown {
             it.uid = u;
             it.gid = g;
         }
-        if let Some(m) = flags.chmod {
+        if let Some(m) = self.chmod {
             if it.kind != Kind::Symlink {
                 it.mode = m;
             }
         }
+        if !self.parents && it.top && it.kind == Kind::Dir {
+            (it.mode, it.uid, it.gid) = seg.top_dir;
+        }
     }
-    // A directory source's contents are copied, not the directory itself: like BuildKit's
-    // MkdirAll, a missing destination directory is made 0755 and owned by root or the --chown
-    // owner (never --chmod), and an existing one keeps its own metadata.
-    if !flags.parents {
-        for it in items.iter_mut().filter(|it| it.top && it.kind == Kind::Dir) {
-            match dest_view.lookup(&it.dest, true) {
-                Some(e) if e.is_dir() => {
-                    it.mode = e.meta.permissions().mode() & 0o7777;
-                    (it.uid, it.gid) = (e.meta.uid(), e.meta.gid());
-                }
-                _ => {
-                    it.mode = 0o755;
-                    (it.uid, it.gid) = flags.chown.unwrap_or((0, 0));
+}
+
+/// Produces a segment's items in path order, finished.
+fn visit_segment(
+    side: &SourceSide<'_>,
+    seg: &Segment,
+    exclude: Option<&PatternMatcher>,
+    finish: &Finish,
+    f: &mut dyn FnMut(CopyItem) -> Result<(), SolveError>,
+) -> Result<(), SolveError> {
+    let Segment { root_rel, target, .. } = seg;
+    let mut failed = Ok(());
+    walk_side(side, root_rel, &mut |rel_under: &str, origin: Origin, m: SrcMeta, link: Option<Box<str>>| {
+        if failed.is_err() {
+            return;
+        }
+        let full_rel = if rel_under.is_empty() {
+            root_rel.to_string()
+        } else if root_rel.is_empty() {
+            rel_under.to_string()
+        } else {
+            format!("{root_rel}/{rel_under}")
+        };
+        if !rel_under.is_empty() && exclude.is_some_and(|m| m.matches_or_parent_matches(&full_rel).unwrap_or(false)) {
+            return;
+        }
+        let SrcMeta { kind, mode, uid, gid, mtime, size, hash } = m;
+        let d = if rel_under.is_empty() { target.to_string() } else { clean_abs(&format!("{target}/{rel_under}")) };
+        let mut it = CopyItem {
+            dest: d.into(),
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            size,
+            origin,
+            link,
+            hash,
+            label: full_rel.into(),
+            top: rel_under.is_empty(),
+        };
+        finish.apply(&mut it, seg);
+        failed = f(it);
+    })?;
+    failed
+}
+
+/// A planned copy, in destination order.
+///
+/// A copy of one context tree (`COPY . .`, `COPY src/ /app/`) is not listed: its items are
+/// made from the context index each time they are visited, with the content hashes the index
+/// keeps, so the memory a copy needs does not grow with its number of files. Any other copy
+/// is a sorted list.
+pub struct CopyPlan<'a> {
+    kind: PlanKind<'a>,
+}
+
+enum PlanKind<'a> {
+    Listed(Vec<CopyItem>),
+    Tree { ctx: &'a Context, seg: Segment, finish: Finish, exclude: Option<PatternMatcher> },
+}
+
+impl<'a> CopyPlan<'a> {
+    pub fn from_items(items: Vec<CopyItem>) -> CopyPlan<'a> {
+        CopyPlan { kind: PlanKind::Listed(items) }
+    }
+
+    /// Visits every item in destination order.
+    pub fn for_each(&self, f: &mut dyn FnMut(&CopyItem) -> Result<(), SolveError>) -> Result<(), SolveError> {
+        match &self.kind {
+            PlanKind::Listed(items) => items.iter().try_for_each(f),
+            PlanKind::Tree { ctx, seg, finish, exclude } => {
+                visit_segment(&SourceSide::Context(ctx), seg, exclude.as_ref(), finish, &mut |it| f(&it))
+            }
+        }
+    }
+
+    /// Visits the items in batches of at most `n` (slices of the list, or of a reused buffer).
+    fn for_each_batch(&self, n: usize, f: &mut dyn FnMut(&[CopyItem]) -> Result<(), SolveError>) -> Result<(), SolveError> {
+        match &self.kind {
+            PlanKind::Listed(items) => items.chunks(n).try_for_each(f),
+            PlanKind::Tree { .. } => {
+                let mut batch = Vec::with_capacity(n);
+                self.for_each(&mut |it| {
+                    batch.push(it.clone());
+                    if batch.len() == n {
+                        f(&batch)?;
+                        batch.clear();
+                    }
+                    Ok(())
+                })?;
+                if batch.is_empty() {
+                    Ok(())
+                } else {
+                    f(&batch)
                 }
             }
         }
     }
-    items.sort_by(|a, b| a.dest.cmp(&b.dest));
-    items.dedup_by(|b, a| a.dest == b.dest && { *a = b.clone(); true });
-    Ok(items)
+
+    /// Fills in the files' content hashes, in parallel. Context files use the stat cache.
+    pub fn hash(&mut self, ctx: Option<&Context>) -> Result<(), SolveError> {
+        match &mut self.kind {
+            PlanKind::Listed(items) => hash_items(items, ctx),
+            // The index keeps the hashes; visits read them from there.
+            PlanKind::Tree { ctx, seg, exclude, .. } => {
+                let excluded = |rel: &str| exclude.as_ref().is_some_and(|m| m.matches_or_parent_matches(rel).unwrap_or(false));
+                let (own, below) = ctx.subtree_parts(&seg.root_rel);
+                if let Some(e) = own.filter(|e| e.kind == Kind::File) {
+                    ctx.file_hash(&seg.root_rel, e)?;
+                }
+                below
+                    .par_iter()
+                    .filter(|e| e.kind == Kind::File && !excluded(ctx.name_of(e)))
+                    .try_for_each(|e| ctx.file_hash(ctx.name_of(e), e).map(|_| ()))
+            }
+        }
+    }
+
+    /// The digest of everything the copy writes (see [`items_digest`]), of the items `keep`
+    /// keeps.
+    pub fn digest(&self, keep: &dyn Fn(&CopyItem) -> bool) -> Result<[u8; 32], SolveError> {
+        let mut d = ItemsDigest::new();
+        self.for_each(&mut |it| {
+            if keep(it) {
+                d.add(it);
+            }
+            Ok(())
+        })?;
+        Ok(d.finish())
+    }
+
+    /// Every item, listed.
+    pub fn into_items(self) -> Result<Vec<CopyItem>, SolveError> {
+        match self.kind {
+            PlanKind::Listed(items) => Ok(items),
+            PlanKind::Tree { .. } => {
+                let mut out = Vec::new();
+                self.for_each(&mut |it| {
+                    out.push(it.clone());
+                    Ok(())
+                })?;
+                Ok(out)
+            }
+        }
+    }
 }
 
 fn select_image(view: &LayeredView, src: &str, loc: &Location) -> Result<Vec<Selected>, SolveError> {
@@ -373,7 +569,7 @@ fn follow_side(side: &SourceSide<'_>, rel: &str, loc: &Location) -> Result<(Kind
             for _ in 0..40 {
                 match ctx.get(&cur) {
                     Some(e) if e.kind == Kind::Symlink => {
-                        let t = e.link.clone().unwrap_or_default();
+                        let t = ctx.link(e).unwrap_or_default().to_string();
                         let parent = cur.rsplit_once('/').map(|p| p.0).unwrap_or("");
                         cur = if t.starts_with('/') { clean_rel(&t) } else { clean_rel(&format!("{parent}/{t}")) };
                     }
@@ -391,18 +587,19 @@ fn follow_side(side: &SourceSide<'_>, rel: &str, loc: &Location) -> Result<(Kind
     }
 }
 
-type Visit<'v> = dyn FnMut(&str, PathBuf, SrcMeta, Option<String>) + 'v;
+type Visit<'v> = dyn FnMut(&str, Origin, SrcMeta, Option<Box<str>>) + 'v;
 
 /// Visits `root_rel` and everything below it on one source side, parents before children.
 fn walk_side(side: &SourceSide<'_>, root_rel: &str, f: &mut Visit<'_>) -> Result<(), SolveError> {
     match side {
         SourceSide::Context(ctx) => {
             let prefix_len = if root_rel.is_empty() { 0 } else { root_rel.len() + 1 };
+            let root = ctx.root_shared();
             // The walk already stat()ed every entry: no second stat per file.
             for (rel, e) in ctx.subtree(root_rel) {
                 let under = if rel.len() >= prefix_len { &rel[prefix_len..] } else { "" };
-                let m = SrcMeta { kind: e.kind, mode: e.mode, uid: 0, gid: 0, mtime: e.mtime, size: e.size };
-                f(under, ctx.root().join(rel), m, e.link.clone());
+                let m = SrcMeta { kind: e.kind, mode: e.mode, uid: 0, gid: 0, mtime: e.mtime, size: e.size, hash: e.known_hash() };
+                f(under, Origin::Under(root.clone()), m, ctx.link(e).map(Box::from));
             }
             Ok(())
         }
@@ -410,11 +607,11 @@ fn walk_side(side: &SourceSide<'_>, root_rel: &str, f: &mut Visit<'_>) -> Result
             let Some(top) = view.lookup(&format!("/{root_rel}"), false) else { return Ok(()) };
             fn rec(view: &LayeredView, e: &Entry, under: &str, f: &mut Visit<'_>) -> Result<(), SolveError> {
                 let link = if e.meta.file_type().is_symlink() {
-                    std::fs::read_link(&e.host).ok().map(|p| p.to_string_lossy().into_owned())
+                    std::fs::read_link(&e.host).ok().map(|p| p.to_string_lossy().into())
                 } else {
                     None
                 };
-                f(under, e.host.clone(), SrcMeta::of(&e.meta), link);
+                f(under, Origin::Path(e.host.clone().into()), SrcMeta::of(&e.meta), link);
                 if e.is_dir() {
                     for (name, child) in view.read_dir(e).map_err(|err| SolveError::io(&e.host, err))? {
                         let n = name.to_string_lossy();
@@ -435,12 +632,12 @@ pub fn hash_items(items: &mut [CopyItem], ctx: Option<&Context>) -> Result<(), S
         if it.kind != Kind::File {
             return Ok(());
         }
-        let h = match ctx {
-            Some(c) => match it.host.strip_prefix(c.root()).ok().and_then(|r| r.to_str()).and_then(|r| c.get(r).map(|e| (r, e))) {
-                Some((rel, e)) => c.file_hash(rel, e)?,
-                None => crate::context::hash_file(&it.host)?,
+        let h = match (ctx, it.context_rel()) {
+            (Some(c), Some(rel)) => match c.get(rel) {
+                Some(e) => c.file_hash(rel, e)?,
+                None => crate::context::hash_file(&it.host())?,
             },
-            None => crate::context::hash_file(&it.host)?,
+            _ => crate::context::hash_file(&it.host())?,
         };
         it.hash = Some(h);
         Ok(())
@@ -449,10 +646,26 @@ pub fn hash_items(items: &mut [CopyItem], ctx: Option<&Context>) -> Result<(), S
 
 /// The digest of everything a copy writes: paths, types, modes, owners, sizes, contents and
 /// link targets. Never mtimes.
-pub fn items_digest(items: &[CopyItem]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(b"forge-copy-items-v1");
+pub fn items_digest<'i>(items: impl IntoIterator<Item = &'i CopyItem>) -> [u8; 32] {
+    let mut d = ItemsDigest::new();
     for it in items {
+        d.add(it);
+    }
+    d.finish()
+}
+
+/// [`items_digest`], fed one item at a time.
+struct ItemsDigest(blake3::Hasher);
+
+impl ItemsDigest {
+    fn new() -> ItemsDigest {
+        let mut h = blake3::Hasher::new();
+        h.update(b"forge-copy-items-v1");
+        ItemsDigest(h)
+    }
+
+    fn add(&mut self, it: &CopyItem) {
+        let h = &mut self.0;
         h.update(&(it.dest.len() as u64).to_le_bytes());
         h.update(it.dest.as_bytes());
         h.update(&[it.kind as u8]);
@@ -468,7 +681,10 @@ pub fn items_digest(items: &[CopyItem]) -> [u8; 32] {
             h.update(l.as_bytes());
         }
     }
-    *h.finalize().as_bytes()
+
+    fn finish(self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -552,8 +768,79 @@ fn ensure_parents_known(
 /// immutable, so sharing inodes between them is safe).
 pub struct Reuse {
     pub snapshot: PathBuf,
-    /// Source label → content hash (hex prefix, as [`content_tag`] makes it).
-    pub files: std::collections::BTreeMap<String, String>,
+    pub files: FileTags,
+}
+
+/// Source label → content tag (as [`content_tag`] makes it), both kept as 128-bit hashes so a
+/// large copy's memory stays small. Deserializes from the `files` map of a step's memory.
+#[derive(Default)]
+pub struct FileTags(std::collections::HashMap<u128, u128>);
+
+fn h128(s: &str) -> u128 {
+    u128::from_le_bytes(blake3::hash(s.as_bytes()).as_bytes()[..16].try_into().expect("16 bytes"))
+}
+
+impl FileTags {
+    pub fn insert(&mut self, label: &str, tag: &str) {
+        self.0.insert(h128(label), h128(tag));
+    }
+
+    /// True when `label` was remembered with exactly `tag`.
+    pub fn has(&self, label: &str, tag: &str) -> bool {
+        self.0.get(&h128(label)) == Some(&h128(tag))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FileTags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FileTags;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of file labels to content tags")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<FileTags, A::Error> {
+                let mut out = FileTags::default();
+                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
+                    out.insert(&k, &v);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The `files` map of a step's memory, written straight from the plan (never assembled).
+pub struct FilesOf<'a>(pub Option<&'a CopyPlan<'a>>);
+
+impl serde::Serialize for FilesOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let mut map = s.serialize_map(None)?;
+        if let Some(plan) = self.0 {
+            let mut failed = None;
+            let visited = plan.for_each(&mut |it| {
+                map.serialize_entry(&*it.label, &content_tag(it)).map_err(|e| {
+                    failed = Some(e);
+                    SolveError::Cancelled
+                })
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            visited.map_err(S::Error::custom)?;
+        }
+        map.end()
+    }
 }
 
 /// The per-file content tag remembered for `--explain` and for [`Reuse`]: 128 bits of the
@@ -569,7 +856,7 @@ pub fn content_tag(it: &CopyItem) -> String {
 /// write.
 fn reusable(reuse: Option<&Reuse>, it: &CopyItem) -> Option<PathBuf> {
     let r = reuse?;
-    if r.files.get(&it.label)? != &content_tag(it) {
+    if !r.files.has(&it.label, &content_tag(it)) {
         return None;
     }
     let prev = r.snapshot.join(it.dest.trim_start_matches('/'));
@@ -584,17 +871,19 @@ fn reusable(reuse: Option<&Reuse>, it: &CopyItem) -> Option<PathBuf> {
 }
 
 /// Writes the items into `staging` (an empty directory that becomes the layer).
-pub fn materialize(items: &[CopyItem], staging: &Path, view: &LayeredView, owner: (u32, u32)) -> Result<(), SolveError> {
-    materialize_reusing(items, staging, view, owner, None)
+pub fn materialize(plan: &CopyPlan<'_>, staging: &Path, view: &LayeredView, owner: (u32, u32)) -> Result<(), SolveError> {
+    materialize_reusing(plan, staging, view, owner, None, &|_| true)
 }
 
-/// [`materialize`], hard-linking unchanged files from an earlier snapshot of the same step.
+/// [`materialize`] of the items `wanted` keeps, hard-linking unchanged files from an earlier
+/// snapshot of the same step.
 pub fn materialize_reusing(
-    items: &[CopyItem],
+    plan: &CopyPlan<'_>,
     staging: &Path,
     view: &LayeredView,
     owner: (u32, u32),
     reuse: Option<&Reuse>,
+    wanted: &(dyn Fn(&CopyItem) -> bool + Sync),
 ) -> Result<(), SolveError> {
     let mut dir_times = Vec::new();
     let io_err = |p: &Path| {
@@ -603,13 +892,16 @@ pub fn materialize_reusing(
     };
     // Parents and directories first, sequentially; then files in parallel.
     let mut known = HashSet::new();
-    for it in items {
+    plan.for_each(&mut |it| {
+        if !wanted(it) {
+            return Ok(());
+        }
         let host = staging.join(it.dest.trim_start_matches('/'));
         ensure_parents_known(staging, &it.dest, view, owner, &mut dir_times, &mut known).map_err(io_err(&host))?;
         match it.kind {
             Kind::Dir => {
-                if it.dest == "/" {
-                    continue;
+                if &*it.dest == "/" {
+                    return Ok(());
                 }
                 match std::fs::symlink_metadata(&host) {
                     Ok(m) if m.is_dir() => {}
@@ -619,14 +911,14 @@ pub fn materialize_reusing(
                     }
                     Err(_) => std::fs::create_dir(&host).map_err(io_err(&host))?,
                 }
-                known.insert(it.dest.clone());
+                known.insert(it.dest.to_string());
                 std::fs::set_permissions(&host, std::fs::Permissions::from_mode(it.mode)).map_err(io_err(&host))?;
                 lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
                 dir_times.push((host, it.mtime));
             }
             Kind::Symlink => {
                 // A symlink may replace a directory a parent check saw.
-                known.remove(&it.dest);
+                known.remove(&*it.dest);
                 let _ = std::fs::remove_file(&host);
                 std::os::unix::fs::symlink(it.link.as_deref().unwrap_or(""), &host).map_err(io_err(&host))?;
                 lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
@@ -634,8 +926,10 @@ pub fn materialize_reusing(
             }
             Kind::File | Kind::Other => {}
         }
-    }
-    items.par_iter().filter(|it| it.kind == Kind::File).try_for_each(|it| -> Result<(), SolveError> {
+        Ok(())
+    })?;
+    // Files in batches, so a plan that is not listed stays unlisted.
+    plan.for_each_batch(4096, &mut |batch| batch.par_iter().filter(|it| it.kind == Kind::File && wanted(it)).try_for_each(|it| -> Result<(), SolveError> {
         let host = staging.join(it.dest.trim_start_matches('/'));
         let clear = |host: &Path| -> Result<(), SolveError> {
             if let Ok(m) = std::fs::symlink_metadata(host) {
@@ -661,13 +955,14 @@ pub fn materialize_reusing(
             }
         }
         clear(&host)?;
-        std::fs::copy(&it.host, &host).map_err(io_err(&it.host))?;
+        let src = it.host();
+        std::fs::copy(&src, &host).map_err(io_err(&src))?;
         lchown(&host, it.uid, it.gid).map_err(io_err(&host))?;
         // chmod after chown: chown clears setuid bits.
         std::fs::set_permissions(&host, std::fs::Permissions::from_mode(it.mode)).map_err(io_err(&host))?;
         set_mtime(&host, it.mtime).map_err(io_err(&host))?;
         Ok(())
-    })?;
+    }))?;
     for (p, t) in dir_times.iter().rev() {
         set_mtime(p, *t).map_err(io_err(p))?;
     }
@@ -677,7 +972,7 @@ pub fn materialize_reusing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{Ignore, StatCache};
+    use crate::context::Ignore;
 
     fn loc() -> Location {
         Location { instruction: "COPY".into(), span: Default::default() }
@@ -690,12 +985,12 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, c).unwrap();
         }
-        let ctx = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let ctx = Context::walk(t.path(), Ignore::none()).unwrap();
         (t, ctx)
     }
 
     fn dests(items: &[CopyItem]) -> Vec<String> {
-        items.iter().map(|i| i.dest.clone()).collect()
+        items.iter().map(|i| i.dest.to_string()).collect()
     }
 
     #[test]
@@ -707,14 +1002,45 @@ mod tests {
     }
 
     #[test]
+    fn an_unlisted_tree_plan_visits_what_a_listed_one_holds() {
+        let (t, ctx) = ctx_with(&[("src/a.txt", "a"), ("src/sub/b.txt", "b"), ("src/sub/skip.log", "x"), ("src-x", "y")]);
+        let view = LayeredView::new(vec![]);
+        let flags = CopyFlags { chmod: Some(0o640), exclude: vec!["**/*.log".into()], ..Default::default() };
+        let mut tree = plan_copy(&SourceSide::Context(&ctx), &["src".into()], "/app/", "/", &flags, &view, &loc()).unwrap();
+        assert!(matches!(tree.kind, PlanKind::Tree { .. }), "one context source is not listed");
+        tree.hash(Some(&ctx)).unwrap();
+        // The same items, listed: two sources (the second names a file already in the first).
+        let mut listed = plan(&SourceSide::Context(&ctx), &["src".into(), "src/a.txt".into()], "/app/", "/", &flags, &view, &loc()).unwrap();
+        hash_items(&mut listed, Some(&ctx)).unwrap();
+        // `src/a.txt` named again lands on /app/a.txt: the later source wins, same content.
+        assert_eq!(dests(&listed), vec!["/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"]);
+        let mut visited = Vec::new();
+        tree.for_each(&mut |it| {
+            visited.push((it.dest.to_string(), it.mode, it.hash));
+            Ok(())
+        })
+        .unwrap();
+        let want: Vec<_> = listed.iter().map(|it| (it.dest.to_string(), it.mode, it.hash)).collect();
+        assert_eq!(visited, want);
+        assert!(visited.iter().all(|(d, m, h)| d == "/app" || d == "/app/sub" || (*m == 0o640 && h.is_some())));
+        assert_eq!(tree.digest(&|_| true).unwrap(), items_digest(&listed));
+        // Materializing the unlisted plan writes the same tree.
+        let out = tempfile::tempdir().unwrap();
+        materialize(&tree, out.path(), &view, (0, 0)).unwrap();
+        assert_eq!(std::fs::read_to_string(out.path().join("app/sub/b.txt")).unwrap(), "b");
+        assert!(!out.path().join("app/sub/skip.log").exists());
+        drop(t);
+    }
+
+    #[test]
     fn destination_of_directory_contents_is_made_like_mkdir_all() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("src/sub")).unwrap();
         std::fs::write(t.path().join("src/a.txt"), "a").unwrap();
         std::fs::set_permissions(t.path().join("src"), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let ctx = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let ctx = Context::walk(t.path(), Ignore::none()).unwrap();
         let src = SourceSide::Context(&ctx);
-        let meta = |items: &[CopyItem], d: &str| items.iter().find(|i| i.dest == d).map(|i| (i.mode, i.uid, i.gid)).unwrap();
+        let meta = |items: &[CopyItem], d: &str| items.iter().find(|i| &*i.dest == d).map(|i| (i.mode, i.uid, i.gid)).unwrap();
 
         // A new destination: 0755 and root, whatever the source directory's own mode.
         let empty = LayeredView::new(vec![]);
@@ -812,19 +1138,19 @@ mod tests {
         set("d", 0o755);
         set("d/f", 0o644);
         set("d/x", 0o755);
-        let c022 = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let c022 = Context::walk(t.path(), Ignore::none()).unwrap();
         let a = digest_of(&c022);
         // umask 002 checkout of the same files
         set("d", 0o775);
         set("d/f", 0o664);
         set("d/x", 0o775);
-        let c002 = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let c002 = Context::walk(t.path(), Ignore::none()).unwrap();
         let b = digest_of(&c002);
         assert_eq!(a, b, "group/other write bits are checkout noise");
         assert_eq!(a.1, vec![0o755, 0o644, 0o755]);
         // The executable bit is real content: it changes the digest.
         set("d/f", 0o775);
-        let c = digest_of(&Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap());
+        let c = digest_of(&Context::walk(t.path(), Ignore::none()).unwrap());
         assert_ne!(a.0, c.0);
         // With --chmod the source mode never matters.
         let chmod = CopyFlags { chmod: Some(0o600), ..CopyFlags::default() };
@@ -833,9 +1159,9 @@ mod tests {
             hash_items(&mut items, Some(ctx)).unwrap();
             items_digest(&items)
         };
-        let before = with(&Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap());
+        let before = with(&Context::walk(t.path(), Ignore::none()).unwrap());
         set("d/f", 0o640);
-        let after = with(&Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap());
+        let after = with(&Context::walk(t.path(), Ignore::none()).unwrap());
         assert_eq!(before, after);
     }
 
@@ -852,7 +1178,7 @@ mod tests {
         b[0].mode = 0o755;
         assert_ne!(items_digest(&a), items_digest(&b));
         std::fs::write(t.path().join("f"), "two").unwrap();
-        let ctx2 = Context::walk(t.path(), Ignore::none(), StatCache::default()).unwrap();
+        let ctx2 = Context::walk(t.path(), Ignore::none()).unwrap();
         let mut c = plan(&SourceSide::Context(&ctx2), &["f".into()], "/f", "/", &f, &view, &loc()).unwrap();
         hash_items(&mut c, Some(&ctx2)).unwrap();
         assert_ne!(items_digest(&a), items_digest(&c));

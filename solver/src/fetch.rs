@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use forge_cache::{Store, TempDir};
 
-use crate::context::{Context, Ignore, StatCache};
+use crate::context::{Context, Ignore};
 use crate::error::{Location, SolveError};
 
 /// What a download produced.
@@ -99,7 +99,7 @@ pub fn download(
         crate::copy::set_mtime(&final_path, (got.mtime.unwrap_or(0), 0)).map_err(|e| SolveError::io(&final_path, e))?;
         names.push(name);
     }
-    let context = Arc::new(Context::walk(dir.path(), Ignore::none(), StatCache::default())?);
+    let context = Arc::new(Context::walk(dir.path(), Ignore::none())?);
     Ok(Downloads { _dir: dir, context, names })
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use forge_cache::{Store, TempDir};
 
-use crate::context::{Context, Ignore, StatCache};
+use crate::context::{Context, Ignore};
 use crate::error::{Location, SolveError};
 
 /// Whether an ADD source names a git repository, by BuildKit's rules.
@@ -150,7 +150,7 @@ pub fn checkout(src: &GitSource, keep_git_dir: bool, store: &Store, loc: &Locati
         None => repo,
     };
     set_mtimes(&root, when)?;
-    let context = Arc::new(Context::walk(&root, Ignore::none(), StatCache::default())?);
+    let context = Arc::new(Context::walk(&root, Ignore::none())?);
     Ok(Checkout { _dir: dir, context, commit })
 }
 

@@ -288,12 +288,13 @@ fn bind_source(b: &Build<'_>, m: &MountSpec, loc: &Location) -> Result<(PathBuf,
             copy::plan(&SourceSide::Image(&view), &[src.clone()], "/", "/", &flags, &empty, loc)?
         }
     };
-    copy::materialize(&items, &dir, &empty, (0, 0))?;
     // A single file is bound as that file.
-    if items.len() == 1 && items[0].kind == Kind::File {
-        return Ok((dir.join(items[0].dest.trim_start_matches('/')), Some(scratch)));
-    }
-    Ok((dir, Some(scratch)))
+    let single_file = match items.as_slice() {
+        [it] if it.kind == Kind::File => Some(dir.join(it.dest.trim_start_matches('/'))),
+        _ => None,
+    };
+    copy::materialize(&copy::CopyPlan::from_items(items), &dir, &empty, (0, 0))?;
+    Ok((single_file.unwrap_or(dir), Some(scratch)))
 }
 
 fn prepare_cache_dir(dir: &std::path::Path, m: &MountSpec) -> Result<(), SolveError> {
