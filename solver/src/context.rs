@@ -209,17 +209,11 @@ impl Context {
         let reenter = ignore.patterns.iter().any(|p| p.starts_with('!'));
         let mut top = Part::default();
         top.push("", root, &meta);
-        let mut parts = vec![top];
-        parts.extend(walk_dir(root.to_path_buf(), String::new(), &ignore, reenter)?);
-        // One allocation of the final size, each directory's part freed as it moves in.
-        let mut all = Part {
-            names: String::with_capacity(parts.iter().map(|p| p.names.len()).sum()),
-            entries: Vec::with_capacity(parts.iter().map(|p| p.entries.len()).sum()),
-            links: Vec::with_capacity(parts.iter().map(|p| p.links.len()).sum()),
-        };
-        for p in parts {
-            all.append(p);
-        }
+        // Every directory's entries move into one growing index as soon as the directory is
+        // read: no per-directory lists held until the end, no second copy of the index.
+        let all = std::sync::Mutex::new(top);
+        walk_dir(root.to_path_buf(), String::new(), &ignore, reenter, &all)?;
+        let mut all = all.into_inner().unwrap_or_else(|p| p.into_inner());
         // Directories that are themselves excluded but hold re-included files are kept as parents.
         if reenter {
             let have: std::collections::HashSet<&str> =
@@ -243,6 +237,8 @@ impl Context {
             entries.sort_unstable_by(|a, b| name(a).cmp(name(b)));
         }
         entries.shrink_to_fit();
+        let mut names = names;
+        names.shrink_to_fit();
         links.shrink_to_fit();
         Ok(Context { root: root.into(), names, entries, links, ignore, hashed: AtomicBool::new(false) })
     }
@@ -410,9 +406,9 @@ impl Context {
     }
 }
 
-/// One directory of the walk: its kept entries, then (in parallel) its subdirectories', one
-/// part per directory.
-fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result<Vec<Part>, SolveError> {
+/// One directory of the walk: its kept entries go into `all`, then its subdirectories are
+/// walked in parallel.
+fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool, all: &std::sync::Mutex<Part>) -> Result<(), SolveError> {
     use rayon::prelude::*;
     let mut out = Part::default();
     let mut subdirs = Vec::new();
@@ -444,13 +440,8 @@ fn walk_dir(dir: PathBuf, rel: String, ignore: &Ignore, reenter: bool) -> Result
             out.push(&child_rel, &host, &meta);
         }
     }
-    let nested: Vec<Result<Vec<Part>, SolveError>> =
-        subdirs.into_par_iter().map(|(p, r)| walk_dir(p, r, ignore, reenter)).collect();
-    let mut parts = vec![out];
-    for n in nested {
-        parts.extend(n?);
-    }
-    Ok(parts)
+    all.lock().unwrap_or_else(|p| p.into_inner()).append(out);
+    subdirs.into_par_iter().try_for_each(|(p, r)| walk_dir(p, r, ignore, reenter, all))
 }
 
 /// The proper parent prefixes of a relative path (`a/b/c` → `a`, `a/b`).
