@@ -34,7 +34,7 @@ fn loc() -> Location {
 
 fn plan(ctx: &Context) -> CopyPlan<'_> {
     let dest = LayeredView::new(Vec::new());
-    copy::plan_copy(
+    copy::plan(
         &SourceSide::Context(ctx),
         &[".".to_string()],
         ".",

@@ -1135,7 +1135,7 @@ impl Build<'_> {
             heredoc_names = common.heredocs.iter().map(|h| h.name.clone()).collect();
             &heredoc_names
         };
-        let mut items = copy::plan_copy(&side, sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
+        let mut items = copy::plan(&side, sources, &common.dest, &workdir, &flags, &dest_view, &loc)?;
         items.hash(ctx_for_hash)?;
         let digest = match (&side, from_key.starts_with("git:")) {
             // A kept `.git` differs on every checkout (index stamps, FETCH_HEAD); the commit in
@@ -1212,7 +1212,7 @@ impl Build<'_> {
                     FromSource::Dir(c) => c,
                 },
             };
-            let mut items = copy::plan_copy(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &CopyFlags::default(), &empty, loc)?;
+            let mut items = copy::plan(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &CopyFlags::default(), &empty, loc)?;
             items.hash(Some(&ctx))?;
             out.push(format!("{src}:{}", crate::key::hex32(&items.digest(&|_| true)?)));
         }

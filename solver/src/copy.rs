@@ -198,23 +198,10 @@ fn meta_of(m: &std::fs::Metadata) -> (Kind, u32, u32, u32, (i64, i64), u64) {
 }
 
 /// Plans a COPY/ADD of `sources` to `dest` (already expanded; `dest` absolute or relative to
-/// `workdir`). `dest_view` is the image being copied into.
+/// `workdir`). `dest_view` is the image being copied into. The items of a single context tree
+/// are not listed (see [`CopyPlan`]).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(
-    side: &SourceSide<'_>,
-    sources: &[String],
-    dest: &str,
-    workdir: &str,
-    flags: &CopyFlags,
-    dest_view: &LayeredView,
-    loc: &Location,
-) -> Result<Vec<CopyItem>, SolveError> {
-    plan_copy(side, sources, dest, workdir, flags, dest_view, loc)?.into_items()
-}
-
-/// Plans a COPY/ADD (see [`plan`]) without listing the items of a single context tree.
-#[allow(clippy::too_many_arguments)]
-pub fn plan_copy<'a>(
+pub fn plan<'a>(
     side: &SourceSide<'a>,
     sources: &[String],
     dest: &str,
@@ -997,7 +984,7 @@ mod tests {
     fn directory_sources_copy_their_contents() {
         let (_t, ctx) = ctx_with(&[("src/a.txt", "a"), ("src/sub/b.txt", "b")]);
         let view = LayeredView::new(vec![]);
-        let items = plan(&SourceSide::Context(&ctx), &["src".into()], "/app", "/", &CopyFlags::default(), &view, &loc()).unwrap();
+        let items = plan(&SourceSide::Context(&ctx), &["src".into()], "/app", "/", &CopyFlags::default(), &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&items), vec!["/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"]);
     }
 
@@ -1006,11 +993,11 @@ mod tests {
         let (t, ctx) = ctx_with(&[("src/a.txt", "a"), ("src/sub/b.txt", "b"), ("src/sub/skip.log", "x"), ("src-x", "y")]);
         let view = LayeredView::new(vec![]);
         let flags = CopyFlags { chmod: Some(0o640), exclude: vec!["**/*.log".into()], ..Default::default() };
-        let mut tree = plan_copy(&SourceSide::Context(&ctx), &["src".into()], "/app/", "/", &flags, &view, &loc()).unwrap();
+        let mut tree = plan(&SourceSide::Context(&ctx), &["src".into()], "/app/", "/", &flags, &view, &loc()).unwrap();
         assert!(matches!(tree.kind, PlanKind::Tree { .. }), "one context source is not listed");
         tree.hash(Some(&ctx)).unwrap();
         // The same items, listed: two sources (the second names a file already in the first).
-        let mut listed = plan(&SourceSide::Context(&ctx), &["src".into(), "src/a.txt".into()], "/app/", "/", &flags, &view, &loc()).unwrap();
+        let mut listed = plan(&SourceSide::Context(&ctx), &["src".into(), "src/a.txt".into()], "/app/", "/", &flags, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         hash_items(&mut listed, Some(&ctx)).unwrap();
         // `src/a.txt` named again lands on /app/a.txt: the later source wins, same content.
         assert_eq!(dests(&listed), vec!["/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"]);
@@ -1044,11 +1031,11 @@ mod tests {
 
         // A new destination: 0755 and root, whatever the source directory's own mode.
         let empty = LayeredView::new(vec![]);
-        let items = plan(&src, &["src".into()], "/app", "/", &CopyFlags::default(), &empty, &loc()).unwrap();
+        let items = plan(&src, &["src".into()], "/app", "/", &CopyFlags::default(), &empty, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(meta(&items, "/app"), (0o755, 0, 0));
         // --chown owns it, --chmod does not reach it.
         let f = CopyFlags { chown: Some((7, 8)), chmod: Some(0o700), ..Default::default() };
-        let items = plan(&src, &["src".into()], "/app", "/", &f, &empty, &loc()).unwrap();
+        let items = plan(&src, &["src".into()], "/app", "/", &f, &empty, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(meta(&items, "/app"), (0o755, 7, 8));
         assert_eq!(meta(&items, "/app/sub"), (0o700, 7, 8));
 
@@ -1057,7 +1044,7 @@ mod tests {
         std::fs::create_dir(lower.path().join("tmp")).unwrap();
         std::fs::set_permissions(lower.path().join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let view = LayeredView::new(vec![lower.path().to_path_buf()]);
-        let items = plan(&src, &["src".into()], "/tmp", "/", &f, &view, &loc()).unwrap();
+        let items = plan(&src, &["src".into()], "/tmp", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         let uid = std::fs::metadata(lower.path().join("tmp")).unwrap().uid();
         assert_eq!(meta(&items, "/tmp").0, 0o1777);
         assert_eq!(meta(&items, "/tmp").1, uid);
@@ -1074,21 +1061,21 @@ mod tests {
         let f = CopyFlags::default();
         let src = SourceSide::Context(&ctx);
         for dest in ["/opt/link/", "/opt/link", "/opt/rel/"] {
-            let items = plan(&src, &["f.txt".into()], dest, "/", &f, &view, &loc()).unwrap();
+            let items = plan(&src, &["f.txt".into()], dest, "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
             assert_eq!(dests(&items), vec!["/opt/real/f.txt"], "COPY f.txt {dest}");
         }
-        let items = plan(&src, &["d".into()], "/opt/link/sub", "/", &f, &view, &loc()).unwrap();
+        let items = plan(&src, &["d".into()], "/opt/link/sub", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&items), vec!["/opt/real/sub", "/opt/real/sub/a"]);
-        let items = plan(&src, &["d".into()], "/opt/link", "/", &f, &view, &loc()).unwrap();
+        let items = plan(&src, &["d".into()], "/opt/link", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&items), vec!["/opt/real", "/opt/real/a"]);
         // A file copied onto a symlink to a file lands on the link's target.
         std::fs::write(lower.path().join("opt/real/bin"), "x").unwrap();
         std::os::unix::fs::symlink("real/bin", lower.path().join("opt/tool")).unwrap();
-        let items = plan(&src, &["f.txt".into()], "/opt/tool", "/", &f, &view, &loc()).unwrap();
+        let items = plan(&src, &["f.txt".into()], "/opt/tool", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&items), vec!["/opt/real/bin"]);
         // Into a directory, a link of the same name is replaced instead.
         std::os::unix::fs::symlink("real/bin", lower.path().join("opt/f.txt")).unwrap();
-        let items = plan(&src, &["f.txt".into()], "/opt/", "/", &f, &view, &loc()).unwrap();
+        let items = plan(&src, &["f.txt".into()], "/opt/", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&items), vec!["/opt/f.txt"]);
     }
 
@@ -1097,9 +1084,9 @@ mod tests {
         let (_t, ctx) = ctx_with(&[("req.txt", "x")]);
         let view = LayeredView::new(vec![]);
         let f = CopyFlags::default();
-        let a = plan(&SourceSide::Context(&ctx), &["req.txt".into()], ".", "/app", &f, &view, &loc()).unwrap();
+        let a = plan(&SourceSide::Context(&ctx), &["req.txt".into()], ".", "/app", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&a), vec!["/app/req.txt"]);
-        let b = plan(&SourceSide::Context(&ctx), &["req.txt".into()], "/x/renamed", "/", &f, &view, &loc()).unwrap();
+        let b = plan(&SourceSide::Context(&ctx), &["req.txt".into()], "/x/renamed", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&b), vec!["/x/renamed"]);
     }
 
@@ -1108,9 +1095,9 @@ mod tests {
         let (_t, ctx) = ctx_with(&[("a.py", "1"), ("b.py", "2"), ("c.txt", "3")]);
         let view = LayeredView::new(vec![]);
         let f = CopyFlags::default();
-        let items = plan(&SourceSide::Context(&ctx), &["*.py".into()], "/app/", "/", &f, &view, &loc()).unwrap();
+        let items = plan(&SourceSide::Context(&ctx), &["*.py".into()], "/app/", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         assert_eq!(dests(&items), vec!["/app/a.py", "/app/b.py"]);
-        let err = plan(&SourceSide::Context(&ctx), &["*.py".into()], "/app", "/", &f, &view, &loc()).unwrap_err();
+        let err = plan(&SourceSide::Context(&ctx), &["*.py".into()], "/app", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap_err();
         assert!(err.to_string().contains("must be a directory"), "{err}");
     }
 
@@ -1118,7 +1105,7 @@ mod tests {
     fn missing_source_is_named() {
         let (_t, ctx) = ctx_with(&[("a", "1")]);
         let view = LayeredView::new(vec![]);
-        let err = plan(&SourceSide::Context(&ctx), &["nope.txt".into()], "/", "/", &CopyFlags::default(), &view, &loc()).unwrap_err();
+        let err = plan(&SourceSide::Context(&ctx), &["nope.txt".into()], "/", "/", &CopyFlags::default(), &view, &loc()).and_then(CopyPlan::into_items).unwrap_err();
         assert!(err.to_string().contains("\"nope.txt\" not found"), "{err}");
     }
 
@@ -1130,7 +1117,7 @@ mod tests {
         let view = LayeredView::new(vec![]);
         let f = CopyFlags::default();
         let digest_of = |ctx: &Context| {
-            let mut items = plan(&SourceSide::Context(ctx), &["d".into()], "/d", "/", &f, &view, &loc()).unwrap();
+            let mut items = plan(&SourceSide::Context(ctx), &["d".into()], "/d", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
             hash_items(&mut items, Some(ctx)).unwrap();
             (items_digest(&items), items.iter().map(|i| i.mode).collect::<Vec<_>>())
         };
@@ -1155,7 +1142,7 @@ mod tests {
         // With --chmod the source mode never matters.
         let chmod = CopyFlags { chmod: Some(0o600), ..CopyFlags::default() };
         let with = |ctx: &Context| {
-            let mut items = plan(&SourceSide::Context(ctx), &["d/f".into()], "/f", "/", &chmod, &view, &loc()).unwrap();
+            let mut items = plan(&SourceSide::Context(ctx), &["d/f".into()], "/f", "/", &chmod, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
             hash_items(&mut items, Some(ctx)).unwrap();
             items_digest(&items)
         };
@@ -1170,7 +1157,7 @@ mod tests {
         let (t, ctx) = ctx_with(&[("f", "one")]);
         let view = LayeredView::new(vec![]);
         let f = CopyFlags::default();
-        let mut a = plan(&SourceSide::Context(&ctx), &["f".into()], "/f", "/", &f, &view, &loc()).unwrap();
+        let mut a = plan(&SourceSide::Context(&ctx), &["f".into()], "/f", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         hash_items(&mut a, Some(&ctx)).unwrap();
         let mut b = a.clone();
         b[0].mtime = (1, 0);
@@ -1179,7 +1166,7 @@ mod tests {
         assert_ne!(items_digest(&a), items_digest(&b));
         std::fs::write(t.path().join("f"), "two").unwrap();
         let ctx2 = Context::walk(t.path(), Ignore::none()).unwrap();
-        let mut c = plan(&SourceSide::Context(&ctx2), &["f".into()], "/f", "/", &f, &view, &loc()).unwrap();
+        let mut c = plan(&SourceSide::Context(&ctx2), &["f".into()], "/f", "/", &f, &view, &loc()).and_then(CopyPlan::into_items).unwrap();
         hash_items(&mut c, Some(&ctx2)).unwrap();
         assert_ne!(items_digest(&a), items_digest(&c));
     }
