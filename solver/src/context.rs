@@ -358,7 +358,13 @@ impl Context {
                 }
                 let mut len = [0u8; 4];
                 r.read_exact(&mut len)?;
-                name.resize(u32::from_le_bytes(len) as usize, 0);
+                // No path is longer than PATH_MAX: a larger length is damage, not a reason to
+                // allocate gigabytes.
+                let len = u32::from_le_bytes(len) as usize;
+                if len > MAX_PATH_LEN {
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                name.resize(len, 0);
                 r.read_exact(&mut name)?;
                 r.read_exact(&mut rec)?;
                 while i < self.entries.len() && self.name(&self.entries[i]).as_bytes() < name.as_slice() {
@@ -391,6 +397,9 @@ impl Context {
         for e in &self.entries {
             let Some(h) = e.hash.get() else { continue };
             let name = self.name(e);
+            if name.len() > MAX_PATH_LEN {
+                continue;
+            }
             w.write_all(&(name.len() as u32).to_le_bytes())?;
             w.write_all(name.as_bytes())?;
             w.write_all(&encode_record(&e.stamp(), h))?;
@@ -490,6 +499,8 @@ struct Stamp {
 /// length, the path, and a fixed record (size, mtime s/ns, ctime s/ns, inode, blake3).
 const STAT_CACHE_MAGIC: &[u8; 8] = b"fgstat02";
 const RECORD_LEN: usize = 6 * 8 + 32;
+/// The longest path a stat cache record may carry (Linux's PATH_MAX).
+const MAX_PATH_LEN: usize = 4096;
 
 fn encode_record(s: &Stamp, h: &[u8; 32]) -> [u8; RECORD_LEN] {
     let mut out = [0u8; RECORD_LEN];
@@ -564,6 +575,10 @@ mod tests {
         assert!(!ctx.load_stat_cache(&bad[..]));
         assert!(ctx.get("a").unwrap().hash.get().is_none(), "a's complete record is dropped too");
         assert!(!ctx.load_stat_cache(&b"fgstat01junk"[..]));
+        // A damaged length is refused without allocating what it claims.
+        let mut huge = b"fgstat02".to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!ctx.load_stat_cache(&huge[..]));
     }
 
     #[test]
