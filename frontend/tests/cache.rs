@@ -100,6 +100,24 @@ fn mtime_only_change_reruns_nothing() {
 }
 
 #[test]
+fn content_change_with_the_same_size_and_mtime_is_seen() {
+    // The stat cache trusts a remembered hash only while size, mtime, ctime and inode all
+    // match: rewriting a file in place and putting its mtime back must still rerun the copy.
+    let Some((f, ctx)) = setup() else { return };
+    let late = ctx.path().join("late.txt");
+    set_mtime(&late, 1_000_000_000);
+    first_build(&f, &ctx);
+    write_files(ctx.path(), &[("late.txt", "late v9\n")]);
+    set_mtime(&late, 1_000_000_000);
+    let b = f.build(ctx.path(), &["-t", "cache:1"]);
+    assert_eq!(b.progress.ran(), [COPY_LATE, RUN_LATE], "\n{}", b.out.stderr);
+    assert_eq!(read_rootfs_file(&f, &ctx, &[], "late-copy.txt"), "late v9\n");
+    // And the hash now remembered is the new one: an unchanged rebuild reruns nothing.
+    let b = f.build(ctx.path(), &["-t", "cache:1"]);
+    assert!(b.progress.ran().is_empty(), "{:?}\n{}", b.progress.ran(), b.out.stderr);
+}
+
+#[test]
 fn change_to_dockerignored_file_reruns_nothing() {
     let Some((f, ctx)) = setup() else { return };
     let d1 = first_build(&f, &ctx);

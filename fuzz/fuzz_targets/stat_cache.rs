@@ -13,7 +13,7 @@ fn tree() -> &'static std::path::Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let t = tempfile::tempdir().expect("temp dir");
-        for (p, c) in [("a", "1"), ("a-b", "2"), ("a/b", "3"), ("a/c/d", "4"), ("z", "")] {
+        for (p, c) in [("a-b", "1"), ("a0", "2"), ("a/b", "3"), ("a/c/d", "4"), ("z", "")] {
             let p = t.path().join(p);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(p, c).expect("write");
