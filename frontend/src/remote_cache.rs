@@ -463,6 +463,7 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
         Reference::parse(&r).map_err(|e| Error::Usage(format!("--cache-to ref={r}: {e}")))?;
     let mut list = entries(&out.steps, mode_of(s)?);
     recompress(cx.store, &mut list, compression_of(s)?)?;
+    let max_size = s.attrs.get("max-size").map(|m| fmt::parse_size(m)).transpose().map_err(|e| Error::Usage(e.to_string()))?;
     let net = cx.net.get().map_err(Error::Usage)?;
     let mount_from = cx
         .mount_candidates
@@ -482,14 +483,33 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
             }
             kept.push((k, e));
         }
-        let mut cfg = CacheConfig::default();
+        // The records of the cache already at the destination are kept, and the new build's
+        // form a newer generation that wins: builds of several targets or branches sharing
+        // one cache ref add to it instead of replacing each other.
+        let mut cfg = match existing_registry_cache(&net.client, &dest, cx.store).await {
+            Ok(c) => c.unwrap_or_default(),
+            Err(why) => {
+                (cx.warn)(format!("cache {r}: the existing cache was unreadable ({why}); replaced"));
+                CacheConfig::default()
+            }
+        };
         cfg.add_generation(kept);
+        if let Some(max) = max_size {
+            cfg.prune_to(max);
+        }
+        let mut gone = HashSet::new();
         for b in cfg.blobs() {
             if cx.store.has_blob(&b.digest) {
                 net.client
                     .push_blob_from_store(cx.store, &dest, &b.digest, mount_from, &|_| {})
                     .await?;
+            } else if net.client.head_blob(&dest, &b.digest).await?.is_none() {
+                // An old record whose blob the registry no longer has (garbage-collected).
+                gone.insert(b.digest);
             }
+        }
+        if !gone.is_empty() {
+            cfg.records.retain(|_, e| e.layer.as_ref().is_none_or(|l| !gone.contains(&l.blob.digest)));
         }
         let cbytes = cfg.to_json();
         let cdigest = cx.store.put_blob_bytes(&cbytes)?;
@@ -507,6 +527,31 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
             .await?;
         Ok::<(), Error>(())
     })
+}
+
+/// The forge cache at `dest`, if there is one: `None` when the reference does not exist or
+/// names something else (an image); an error when it is a forge cache that cannot be read.
+async fn existing_registry_cache(
+    client: &forge_registry::Client,
+    dest: &Reference,
+    store: &Store,
+) -> Result<Option<CacheConfig>, String> {
+    let m = match client.fetch_manifest(dest).await {
+        Ok(m) => m,
+        Err(forge_registry::RegistryError::ManifestNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if media::is_index(&m.media_type) {
+        return Ok(None);
+    }
+    let manifest: Manifest = serde_json::from_slice(&m.bytes).map_err(|e| format!("not an OCI manifest: {e}"))?;
+    if manifest.config.media_type != fmt::CONFIG_MEDIA_TYPE {
+        return Ok(None);
+    }
+    let bytes = small_blob(client, dest, &manifest.config, store).await?;
+    let mut cfg = CacheConfig::from_json(&bytes).map_err(|e| e.to_string())?;
+    fmt::keep_listed(&mut cfg, &manifest.layers);
+    Ok(Some(cfg))
 }
 
 /// `--cache-to type=inline`: writes the final image's records into its config under

@@ -182,6 +182,40 @@ fn registry_cache_two_stores() {
 }
 
 #[test]
+fn registry_cache_exports_add_to_the_cache_already_there() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let Some(a) = Forge::with_base() else { return };
+    let ctx = app_context();
+    let r = format!("{}/forge/merge:buildcache", reg.host());
+    let to = format!("type=registry,ref={r}");
+    let from = format!("type=registry,ref={r}");
+    let (v1, rootfs_v1) = build_rootfs(&a, ctx.path(), &["-t", "app:1", "--cache-to", &to]);
+    assert_eq!(v1.progress.ran(), ALL, "{}", v1.out.stderr);
+    // A second build (another branch, say) exports to the same ref.
+    write_files(ctx.path(), &[("late.txt", "late v2\n")]);
+    let (v2, rootfs_v2) = build_rootfs(&a, ctx.path(), &["-t", "app:2", "--cache-to", &to]);
+    assert_eq!(v2.progress.ran(), [COPY_LATE, RUN_LATE], "{}", v2.out.stderr);
+
+    // An empty store finds both builds in the cache: the second export kept the first's records.
+    let b = Forge::with_base().unwrap();
+    for (late, rootfs, want) in [("late v1\n", &rootfs_v1, &v1), ("late v2\n", &rootfs_v2, &v2)] {
+        write_files(ctx.path(), &[("late.txt", late)]);
+        let (got, rootfs_b) = build_rootfs(&b, ctx.path(), &["-t", "app:b", "--cache-from", &from]);
+        assert!(got.progress.ran().is_empty(), "{late:?} ran {:?}\n{}", got.progress.ran(), got.out.stderr);
+        assert_eq!(read(&rootfs_b.join("combined")), read(&rootfs.join("combined")));
+        assert_eq!(got.digest(), want.digest());
+    }
+
+    // max-size bounds a registry cache too (oldest generations go first; here everything).
+    a.build(ctx.path(), &["-t", "app:2", "--cache-to", &format!("{to},max-size=1")]);
+    let c = Forge::with_base().unwrap();
+    let got = c.build(ctx.path(), &["-t", "app:c", "--cache-from", &from]);
+    assert_eq!(got.progress.ran(), ALL, "{}", got.out.stderr);
+}
+
+#[test]
 fn registry_cache_is_one_oci_manifest_with_a_forge_config() {
     let Some(reg) = Registry::start(None) else {
         return;
