@@ -1212,7 +1212,7 @@ impl Build<'_> {
                     FromSource::Dir(c) => c,
                 },
             };
-            let mut items = copy::plan(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &CopyFlags::default(), &empty, loc)?;
+            let mut items = copy::plan(&SourceSide::Context(&ctx), std::slice::from_ref(&src), "/", "/", &CopyFlags::default(), &empty, loc)?;
             items.hash(Some(&ctx))?;
             out.push(format!("{src}:{}", crate::key::hex32(&items.digest(&|_| true)?)));
         }

@@ -281,11 +281,11 @@ fn bind_source(b: &Build<'_>, m: &MountSpec, loc: &Location) -> Result<(PathBuf,
     let items = match &m.from {
         None => {
             let ctx = b.build_context()?;
-            copy::plan(&SourceSide::Context(&ctx), &[src.clone()], "/", "/", &flags, &empty, loc)?.into_items()?
+            copy::plan(&SourceSide::Context(&ctx), std::slice::from_ref(&src), "/", "/", &flags, &empty, loc)?.into_items()?
         }
         Some(f) => {
             let view = b.view_of(f, loc)?;
-            copy::plan(&SourceSide::Image(&view), &[src.clone()], "/", "/", &flags, &empty, loc)?.into_items()?
+            copy::plan(&SourceSide::Image(&view), std::slice::from_ref(&src), "/", "/", &flags, &empty, loc)?.into_items()?
         }
     };
     // A single file is bound as that file.
