@@ -277,7 +277,10 @@ pub fn plan<'a>(
         // --chown owner (never --chmod), and an existing one keeps its own metadata.
         let top_dir = match dest_view.lookup(&target, true) {
             Some(e) if e.is_dir() => (e.meta.permissions().mode() & 0o7777, e.meta.uid(), e.meta.gid()),
-            _ => (0o755, flags.chown.unwrap_or((0, 0)).0, flags.chown.unwrap_or((0, 0)).1),
+            _ => {
+                let (uid, gid) = flags.chown.unwrap_or((0, 0));
+                (0o755, uid, gid)
+            }
         };
         segments.push(Segment { root_rel, target, top_dir });
     }
