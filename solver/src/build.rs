@@ -1140,10 +1140,7 @@ impl Build<'_> {
         let digest = match (&side, from_key.starts_with("git:")) {
             // A kept `.git` differs on every checkout (index stamps, FETCH_HEAD); the commit in
             // `from_key` stands for it, as BuildKit keys git sources by commit.
-            (SourceSide::Context(c), true) => {
-                let root = c.root();
-                items.digest(&|it| !it.host().strip_prefix(root).is_ok_and(|r| r.starts_with(".git")))?
-            }
+            (SourceSide::Context(_), true) => items.digest(&|it| !it.context_rel().is_some_and(|r| Path::new(r).starts_with(".git")))?,
             _ => items.digest(&|_| true)?,
         };
         let keyword = inst.kind.keyword();

@@ -266,14 +266,6 @@ impl Context {
         self.entries.iter().map(move |e| (self.name(e), e))
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn ignore(&self) -> &Ignore {
         &self.ignore
     }

@@ -232,7 +232,6 @@ pub fn plan<'a>(
             SolveError::step(loc, format!("invalid --exclude pattern: {e}"))
         })?)
     };
-    let excluded = |rel: &str| exclude.as_ref().is_some_and(|m| m.matches_or_parent_matches(rel).unwrap_or(false));
 
     // Gather the top-level matches of every source.
     let mut matches: Vec<(String, Selected)> = Vec::new();
@@ -242,7 +241,7 @@ pub fn plan<'a>(
             SourceSide::Image(view) => select_image(view, src, loc)?,
         };
         for s in sel {
-            if !excluded(&s.rel) {
+            if !is_excluded(exclude.as_ref(), &s.rel) {
                 matches.push((src.clone(), s));
             }
         }
@@ -311,6 +310,11 @@ pub fn plan<'a>(
     Ok(CopyPlan::from_items(items))
 }
 
+/// True when `COPY --exclude` patterns leave out `rel` (a source path, or one below a source).
+fn is_excluded(exclude: Option<&PatternMatcher>, rel: &str) -> bool {
+    exclude.is_some_and(|m| m.matches_or_parent_matches(rel).unwrap_or(false))
+}
+
 /// One top-level source of a copy: the tree at `root_rel` lands at `target`.
 struct Segment {
     root_rel: String,
@@ -375,7 +379,7 @@ fn visit_segment(
         } else {
             format!("{root_rel}/{rel_under}")
         };
-        if !rel_under.is_empty() && exclude.is_some_and(|m| m.matches_or_parent_matches(&full_rel).unwrap_or(false)) {
+        if !rel_under.is_empty() && is_excluded(exclude, &full_rel) {
             return;
         }
         let SrcMeta { kind, mode, uid, gid, mtime, size, hash } = m;
@@ -459,14 +463,13 @@ impl<'a> CopyPlan<'a> {
             PlanKind::Listed(items) => hash_items(items, ctx),
             // The index keeps the hashes; visits read them from there.
             PlanKind::Tree { ctx, seg, exclude, .. } => {
-                let excluded = |rel: &str| exclude.as_ref().is_some_and(|m| m.matches_or_parent_matches(rel).unwrap_or(false));
                 let (own, below) = ctx.subtree_parts(&seg.root_rel);
                 if let Some(e) = own.filter(|e| e.kind == Kind::File) {
                     ctx.file_hash(&seg.root_rel, e)?;
                 }
                 below
                     .par_iter()
-                    .filter(|e| e.kind == Kind::File && !excluded(ctx.name_of(e)))
+                    .filter(|e| e.kind == Kind::File && !is_excluded(exclude.as_ref(), ctx.name_of(e)))
                     .try_for_each(|e| ctx.file_hash(ctx.name_of(e), e).map(|_| ()))
             }
         }
@@ -780,13 +783,6 @@ impl FileTags {
         self.0.get(&h128(label)) == Some(&h128(tag))
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl<'de> serde::Deserialize<'de> for FileTags {
