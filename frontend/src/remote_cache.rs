@@ -222,18 +222,37 @@ fn read_registry_cache(
             by_digest.digest = Some(d.digest.clone());
             m = net.client.fetch_manifest(&by_digest).await.map_err(|e| e.to_string())?;
         }
-        let manifest: Manifest = serde_json::from_slice(&m.bytes).map_err(|e| format!("not an OCI manifest: {e}"))?;
-        let bytes = small_blob(&net.client, r, &manifest.config, store).await?;
-        let mut cfg = if manifest.config.media_type == fmt::CONFIG_MEDIA_TYPE {
-            CacheConfig::from_json(&bytes).map_err(|e| e.to_string())?
-        } else {
-            CacheConfig::from_image_config(&bytes)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "neither a forge cache nor an image with an inline cache (built with --cache-to type=inline)".to_string())?
-        };
-        fmt::keep_listed(&mut cfg, &manifest.layers);
-        Ok(cfg)
+        cache_in_manifest(&net.client, r, &m.bytes, store, true)
+            .await?
+            .ok_or_else(|| "neither a forge cache nor an image with an inline cache (built with --cache-to type=inline)".to_string())
     })
+}
+
+/// The cache records a manifest carries: its config when that is a forge cache config, or
+/// (with `inline`) the cache inside an image config; `None` when it carries neither. Records
+/// whose blob the manifest does not list are left out.
+async fn cache_in_manifest(
+    client: &Client,
+    r: &Reference,
+    manifest: &[u8],
+    store: &Store,
+    inline: bool,
+) -> Result<Option<CacheConfig>, String> {
+    let manifest: Manifest = serde_json::from_slice(manifest).map_err(|e| format!("not an OCI manifest: {e}"))?;
+    let forge = manifest.config.media_type == fmt::CONFIG_MEDIA_TYPE;
+    if !forge && !inline {
+        return Ok(None);
+    }
+    let bytes = small_blob(client, r, &manifest.config, store).await?;
+    let cfg = if forge {
+        Some(CacheConfig::from_json(&bytes).map_err(|e| e.to_string())?)
+    } else {
+        CacheConfig::from_image_config(&bytes).map_err(|e| e.to_string())?
+    };
+    Ok(cfg.map(|mut c| {
+        fmt::keep_listed(&mut c, &manifest.layers);
+        c
+    }))
 }
 
 /// Opens every `--cache-from`. Unreadable caches become warnings and are left out.
@@ -317,11 +336,17 @@ pub(crate) fn validate_exports(specs: &[CacheSpec]) -> Result<(), Error> {
         }
         mode_of(s)?;
         compression_of(s)?;
-        if let Some(m) = s.attrs.get("max-size") {
-            fmt::parse_size(m).map_err(|e| Error::Usage(format!("--cache-to max-size: {e}")))?;
-        }
+        max_size_of(s)?;
     }
     Ok(())
+}
+
+fn max_size_of(s: &CacheSpec) -> Result<Option<u64>, Error> {
+    s.attrs
+        .get("max-size")
+        .map(|m| fmt::parse_size(m))
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--cache-to max-size: {e}")))
 }
 
 fn mode_of(s: &CacheSpec) -> Result<bool, Error> {
@@ -436,12 +461,7 @@ fn export_local(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> Res
     let dest = s.attrs.get("dest").cloned().unwrap_or_default();
     let mut list = entries(&out.steps, mode_of(s)?);
     recompress(cx.store, &mut list, compression_of(s)?)?;
-    let max_size = s
-        .attrs
-        .get("max-size")
-        .map(|m| fmt::parse_size(m))
-        .transpose()
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let max_size = max_size_of(s)?;
     let report = local::export(
         Path::new(&dest),
         cx.store,
@@ -463,7 +483,7 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
         Reference::parse(&r).map_err(|e| Error::Usage(format!("--cache-to ref={r}: {e}")))?;
     let mut list = entries(&out.steps, mode_of(s)?);
     recompress(cx.store, &mut list, compression_of(s)?)?;
-    let max_size = s.attrs.get("max-size").map(|m| fmt::parse_size(m)).transpose().map_err(|e| Error::Usage(e.to_string()))?;
+    let max_size = max_size_of(s)?;
     let net = cx.net.get().map_err(Error::Usage)?;
     let mount_from = cx
         .mount_candidates
@@ -531,11 +551,7 @@ fn export_registry(s: &CacheSpec, out: &BuildOutput, cx: &ExportContext<'_>) -> 
 
 /// The forge cache at `dest`, if there is one: `None` when the reference does not exist or
 /// names something else (an image); an error when it is a forge cache that cannot be read.
-async fn existing_registry_cache(
-    client: &forge_registry::Client,
-    dest: &Reference,
-    store: &Store,
-) -> Result<Option<CacheConfig>, String> {
+async fn existing_registry_cache(client: &Client, dest: &Reference, store: &Store) -> Result<Option<CacheConfig>, String> {
     let m = match client.fetch_manifest(dest).await {
         Ok(m) => m,
         Err(forge_registry::RegistryError::ManifestNotFound { .. }) => return Ok(None),
@@ -544,14 +560,7 @@ async fn existing_registry_cache(
     if media::is_index(&m.media_type) {
         return Ok(None);
     }
-    let manifest: Manifest = serde_json::from_slice(&m.bytes).map_err(|e| format!("not an OCI manifest: {e}"))?;
-    if manifest.config.media_type != fmt::CONFIG_MEDIA_TYPE {
-        return Ok(None);
-    }
-    let bytes = small_blob(client, dest, &manifest.config, store).await?;
-    let mut cfg = CacheConfig::from_json(&bytes).map_err(|e| e.to_string())?;
-    fmt::keep_listed(&mut cfg, &manifest.layers);
-    Ok(Some(cfg))
+    cache_in_manifest(client, dest, &m.bytes, store, false).await
 }
 
 /// `--cache-to type=inline`: writes the final image's records into its config under
